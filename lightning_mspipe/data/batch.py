@@ -1,0 +1,114 @@
+"""Batch containers that flow from the data module through the pipeline stages into the model.
+
+Stage 1 (sample) and stage 2 (fetch features) fill a :class:`TemporalBatch`; stage 3 (fetch
+memory) attaches a memory snapshot (``batch.memory``), which the model's step consumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["NeighborBlock", "TemporalBatch"]
+
+
+def _move(value: Any, device: torch.device | str, non_blocking: bool) -> Any:
+    """Move tensors and objects with a ``.to`` method; leave plain values as they are."""
+    return value.to(device, non_blocking=non_blocking) if hasattr(value, "to") else value
+
+
+class _Transferable:
+    """Mixin: ``.to(device)`` moves every tensor field (what Lightning's batch transfer calls)."""
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Any:
+        changes = {f.name: _move(getattr(self, f.name), device, non_blocking) for f in fields(self)}  # type: ignore[arg-type]
+        return type(self)(**changes)
+
+
+@dataclass
+class NeighborBlock(_Transferable):
+    """Temporal neighbours of ``R`` root nodes, ``K`` slots each (``mask`` False = padding).
+
+    Shapes:
+        - nodes: ``[R, K]`` int64 (0 in padded slots)
+        - eids: ``[R, K]`` int64 event index of each neighbour's interaction (0 in padded slots)
+        - times: ``[R, K]`` float64 time of that interaction (0 in padded slots)
+        - mask: ``[R, K]`` bool
+    """
+
+    nodes: Tensor
+    eids: Tensor
+    times: Tensor
+    mask: Tensor
+
+    @property
+    def num_roots(self) -> int:
+        return int(self.nodes.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.nodes.shape[1])
+
+
+@dataclass
+class TemporalBatch(_Transferable):
+    """One chronological batch of ``B`` positive events with ``Q`` negatives per event.
+
+    The roots of neighbour sampling are ``cat([src, dst, neg_dst.T.flatten()])``: all sources,
+    then all destinations, then the first negative of every event, the second, and so on
+    (``R = B · (2 + Q)``); :meth:`roots` and :meth:`root_times` build them.
+
+    Args:
+        index: Position of the batch in its epoch (0-based), used as the pipeline's ticket.
+        eids: Event index of each positive event in the full stream.
+        src, dst: Endpoints of each positive event.
+        neg_dst: Negative destinations.
+        t: Event times.
+        edge_feat: Features of each event (stage 2), or ``None``.
+        neighbors: Temporal neighbours of the roots (stage 1), or ``None``.
+        nbr_edge_feat: Features of each neighbour's interaction (stage 2), or ``None``.
+        new_node: Whether each event touches a node unseen in training (inductive evaluation).
+        memory: Memory snapshot of the batch's nodes (stage 3), or ``None`` until fetched.
+
+    Shapes:
+        - eids, src, dst: ``[B]`` int64; t: ``[B]`` float64
+        - neg_dst: ``[B, Q]`` int64
+        - edge_feat: ``[B, D_e]``; nbr_edge_feat: ``[R, K, D_e]``
+        - new_node: ``[B]`` bool
+    """
+
+    index: int
+    eids: Tensor
+    src: Tensor
+    dst: Tensor
+    neg_dst: Tensor
+    t: Tensor
+    edge_feat: Tensor | None = None
+    neighbors: NeighborBlock | None = None
+    nbr_edge_feat: Tensor | None = None
+    new_node: Tensor | None = None
+    memory: Any = None
+
+    @property
+    def size(self) -> int:
+        """Number of positive events ``B``."""
+        return int(self.src.numel())
+
+    @property
+    def num_negatives(self) -> int:
+        """Negatives per positive ``Q``."""
+        return int(self.neg_dst.shape[1])
+
+    def roots(self) -> Tensor:
+        """Root nodes ``[R]``: sources, destinations, then negatives (negative-major)."""
+        return torch.cat([self.src, self.dst, self.neg_dst.t().reshape(-1)])
+
+    def root_times(self) -> Tensor:
+        """Time of each root ``[R]`` (a negative takes its positive event's time)."""
+        return self.t.repeat(2 + self.num_negatives)
+
+    def __len__(self) -> int:
+        return self.size
