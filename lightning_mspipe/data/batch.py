@@ -71,13 +71,15 @@ class TemporalBatch(_Transferable):
         neighbors: Temporal neighbours of the roots (stage 1), or ``None``.
         nbr_edge_feat: Features of each neighbour's interaction (stage 2), or ``None``.
         new_node: Whether each event touches a node unseen in training (inductive evaluation).
-        memory: Memory snapshot of the batch's nodes (stage 3), or ``None`` until fetched.
+        memory: Memory snapshot of the batch's unique nodes (stage 3), or ``None`` until fetched.
+        memory_index: Row of ``memory`` for each root, then each neighbour slot (stage 3).
 
     Shapes:
         - eids, src, dst: ``[B]`` int64; t: ``[B]`` float64
         - neg_dst: ``[B, Q]`` int64
         - edge_feat: ``[B, D_e]``; nbr_edge_feat: ``[R, K, D_e]``
         - new_node: ``[B]`` bool
+        - memory_index: ``[R + R·K]`` int64 into the snapshot's ``U`` rows
     """
 
     index: int
@@ -91,6 +93,7 @@ class TemporalBatch(_Transferable):
     nbr_edge_feat: Tensor | None = None
     new_node: Tensor | None = None
     memory: Any = None
+    memory_index: Tensor | None = None
 
     @property
     def size(self) -> int:

@@ -1,0 +1,251 @@
+"""TemporalDataModule: chronological splits, the inductive protocol and batch iterables."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lightning_mspipe.data.events import EventStream
+from lightning_mspipe.data.graph import TemporalGraph
+from lightning_mspipe.data.loader import TemporalBatchLoader
+from lightning_mspipe.data.negatives import DestinationSampler, batch_generator, fixed_negatives
+from lightning_mspipe.data.synthetic import synthetic_events
+
+__all__ = ["TemporalDataModule", "TemporalSplit", "chronological_split"]
+
+log = logging.getLogger(__name__)
+
+_SAMPLING = ("recent", "uniform")
+_TRAIN_NEGATIVES = ("all", "train_dst")
+
+
+@dataclass
+class TemporalSplit:
+    """Event indices of the chronological splits and the inductive masks.
+
+    Shapes:
+        - train, val, test: ``[E_s]`` int64 event indices, increasing
+        - val_new_node, test_new_node: ``[E_s]`` bool, the event touches a node unseen in training
+        - new_nodes: ``[M]`` int64, the nodes held out of training
+    """
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+    val_new_node: Tensor
+    test_new_node: Tensor
+    new_nodes: Tensor
+
+
+def chronological_split(
+    events: EventStream, val_ratio: float, test_ratio: float, new_node_ratio: float, seed: int
+) -> TemporalSplit:
+    """Split events by time and hold out nodes for inductive evaluation (the TGN protocol).
+
+    Validation starts at the ``1 − val_ratio − test_ratio`` quantile of the event times and test
+    at the ``1 − test_ratio`` quantile (events at a boundary time go to the earlier split). A
+    seeded ``new_node_ratio`` share of the nodes that occur in validation or test is held out:
+    their training events are removed. An evaluation event is "new node" when one of its
+    endpoints never occurs in the remaining training events.
+    """
+    t = events.t
+    cut = torch.tensor([1.0 - val_ratio - test_ratio, 1.0 - test_ratio], dtype=torch.float64)
+    val_time, test_time = torch.quantile(t, cut).tolist()
+    in_train_period = t <= val_time
+    in_val = (t > val_time) & (t <= test_time)
+    in_test = t > test_time
+
+    eval_nodes = torch.cat([events.src[~in_train_period], events.dst[~in_train_period]]).unique()
+    num_new = int(new_node_ratio * eval_nodes.numel())
+    generator = batch_generator(seed, 0x1DC7)
+    new_nodes = eval_nodes[torch.randperm(eval_nodes.numel(), generator=generator)[:num_new]].sort().values
+    held_out = torch.zeros(events.num_nodes, dtype=torch.bool)
+    held_out[new_nodes] = True
+    touches_held_out = held_out[events.src] | held_out[events.dst]
+    train_mask = in_train_period & ~touches_held_out
+
+    seen = torch.zeros(events.num_nodes, dtype=torch.bool)
+    seen[events.src[train_mask]] = True
+    seen[events.dst[train_mask]] = True
+    unseen_endpoint = ~seen[events.src] | ~seen[events.dst]
+    return TemporalSplit(
+        train=train_mask.nonzero().squeeze(1),
+        val=in_val.nonzero().squeeze(1),
+        test=in_test.nonzero().squeeze(1),
+        val_new_node=unseen_endpoint[in_val],
+        test_new_node=unseen_endpoint[in_test],
+        new_nodes=new_nodes,
+    )
+
+
+class TemporalDataModule(L.LightningDataModule):
+    """Chronological training, validation and test batches of an event stream.
+
+    The events are loaded on construction, so ``num_nodes`` and ``edge_dim`` are known at once
+    (LightningCLI links them into the model). With neither ``events`` nor ``path``, the data is
+    the built-in seeded synthetic stream.
+
+    Args:
+        events: An event stream.
+        path: A file to read with :func:`~lightning_mspipe.data.load_events` instead.
+        format: Reader format for ``path`` (``"auto"`` picks from the file).
+        batch_size: Events per batch (global batch with several ranks).
+        val_ratio, test_ratio: Shares of the time span's events for validation and test.
+        new_node_ratio: Share of evaluation nodes held out of training (inductive protocol).
+        num_neighbors: Temporal neighbours sampled per root.
+        sampling: ``"recent"`` (most recent neighbours) or ``"uniform"``.
+        train_negatives: ``"all"`` (uniform over all nodes) or ``"train_dst"`` (over the
+            destinations seen in training).
+        mrr_negatives: Fixed negatives per test event for one-vs-many MRR (column 0 also serves AP).
+        val_mrr: Give validation events ``mrr_negatives`` negatives too (slower); otherwise one.
+        seed: Seed of the split, the negatives and the synthetic data.
+        synthetic_nodes, synthetic_events: Size of the built-in synthetic stream.
+        read_options: Extra keyword arguments for the reader.
+
+    Raises:
+        ValueError: on ratios out of range, empty splits, a batch larger than a split, unknown
+            sampling or negative modes.
+    """
+
+    def __init__(
+        self,
+        events: EventStream | None = None,
+        path: str | None = None,
+        format: str = "auto",
+        batch_size: int = 600,
+        val_ratio: float = 0.15,
+        test_ratio: float = 0.15,
+        new_node_ratio: float = 0.1,
+        num_neighbors: int = 10,
+        sampling: str = "recent",
+        train_negatives: str = "all",
+        mrr_negatives: int = 100,
+        val_mrr: bool = False,
+        seed: int = 0,
+        synthetic_nodes: int = 1000,
+        synthetic_events: int = 30_000,
+        read_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["events"])
+        if batch_size < 1:
+            raise ValueError(f"TemporalDataModule: batch_size must be ≥ 1, got {batch_size}.")
+        if not (0.0 < val_ratio < 1.0 and 0.0 < test_ratio < 1.0 and val_ratio + test_ratio < 1.0):
+            raise ValueError(
+                "TemporalDataModule: need 0 < val_ratio, test_ratio and val_ratio + test_ratio < 1, "
+                f"got val_ratio={val_ratio}, test_ratio={test_ratio}."
+            )
+        if not 0.0 <= new_node_ratio < 1.0:
+            raise ValueError(f"TemporalDataModule: new_node_ratio must be in [0, 1), got {new_node_ratio}.")
+        if num_neighbors < 1:
+            raise ValueError(f"TemporalDataModule: num_neighbors must be ≥ 1, got {num_neighbors}.")
+        if sampling not in _SAMPLING:
+            raise ValueError(f"TemporalDataModule: unknown sampling {sampling!r}; choose one of {_SAMPLING}.")
+        if train_negatives not in _TRAIN_NEGATIVES:
+            raise ValueError(
+                f"TemporalDataModule: unknown train_negatives {train_negatives!r}; choose one of {_TRAIN_NEGATIVES}."
+            )
+        if mrr_negatives < 1:
+            raise ValueError(f"TemporalDataModule: mrr_negatives must be ≥ 1, got {mrr_negatives}.")
+        self.events = self._load(events, path, format, read_options or {})
+        self.split = chronological_split(self.events, val_ratio, test_ratio, new_node_ratio, seed)
+        self._check_split_sizes()
+        self.train_graph = TemporalGraph(self.events, eids=self.split.train)
+        self.full_graph = TemporalGraph(self.events)
+        log.info("TemporalDataModule: %s; split %s", self.events, self.split_sizes())
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes ``N`` of the stream."""
+        return int(self.events.num_nodes)
+
+    @property
+    def edge_dim(self) -> int:
+        """Width of the edge features (0 when there are none)."""
+        return self.events.edge_dim
+
+    @property
+    def node_dim(self) -> int:
+        """Width of the node features (0 when there are none)."""
+        return self.events.node_dim
+
+    def split_sizes(self) -> dict[str, int]:
+        """Number of events in each split."""
+        return {name: int(getattr(self.split, name).numel()) for name in ("train", "val", "test")}
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> TemporalBatchLoader:
+        """Training batches; training negatives are drawn per batch."""
+        candidates = (
+            self.events.dst[self.split.train]
+            if self.hparams.train_negatives == "train_dst"
+            else torch.arange(self.num_nodes)
+        )
+        return self._loader(self.split.train, self.train_graph, negative_sampler=DestinationSampler(candidates))
+
+    def val_dataloader(self) -> TemporalBatchLoader:
+        """Validation batches with fixed negatives (one, or ``mrr_negatives`` with ``val_mrr``)."""
+        q = self.hparams.mrr_negatives if self.hparams.val_mrr else 1
+        return self._eval_loader(self.split.val, self.split.val_new_node, q, stage_key=1)
+
+    def test_dataloader(self) -> TemporalBatchLoader:
+        """Test batches with ``mrr_negatives`` fixed negatives per event."""
+        return self._eval_loader(self.split.test, self.split.test_new_node, self.hparams.mrr_negatives, stage_key=2)
+
+    def _eval_loader(self, eids: Tensor, new_node: Tensor, q: int, stage_key: int) -> TemporalBatchLoader:
+        negatives = fixed_negatives(
+            self.events.dst[eids], q, torch.arange(self.num_nodes), seed=self.hparams.seed * 7919 + stage_key
+        )
+        return self._loader(eids, self.full_graph, negatives=negatives, new_node=new_node)
+
+    def _loader(self, eids: Tensor, graph: TemporalGraph, **kwargs: Any) -> TemporalBatchLoader:
+        rank, world_size = 0, 1
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        return TemporalBatchLoader(
+            self.events,
+            eids,
+            graph,
+            self.hparams.batch_size,
+            self.hparams.num_neighbors,
+            sampling=self.hparams.sampling,
+            seed=self.hparams.seed,
+            rank=rank,
+            world_size=world_size,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _load(self, events: EventStream | None, path: str | None, format: str, options: dict[str, Any]) -> EventStream:
+        if events is not None and path is not None:
+            raise ValueError("TemporalDataModule: pass `events` or `path`, not both.")
+        if events is not None:
+            if not isinstance(events, EventStream):
+                raise TypeError(f"TemporalDataModule: `events` must be an EventStream, got {type(events).__name__}.")
+            return events
+        if path is not None:
+            from lightning_mspipe.data.formats import load_events
+
+            return load_events(Path(path), format=format, **options)
+        return synthetic_events(self.hparams.synthetic_nodes, self.hparams.synthetic_events, seed=self.hparams.seed)
+
+    def _check_split_sizes(self) -> None:
+        sizes = self.split_sizes()
+        for name, size in sizes.items():
+            if size == 0:
+                raise ValueError(
+                    f"TemporalDataModule: the {name} split of {self.events.name} is empty (sizes {sizes}); "
+                    "adjust val_ratio/test_ratio or use more events."
+                )
+            if self.hparams.batch_size > size:
+                raise ValueError(
+                    f"TemporalDataModule: batch_size {self.hparams.batch_size} is larger than the {name} split "
+                    f"of {self.events.name} ({size} events); use batch_size ≤ {min(sizes.values())}."
+                )

@@ -1,0 +1,46 @@
+"""APAN: attention over a mailbox, with mails delivered to temporal neighbours (Wang et al., 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lightning_mspipe.data.batch import TemporalBatch
+from lightning_mspipe.memory.updaters import AttentionUpdater, MemoryUpdater
+from lightning_mspipe.models.base import MemoryTGNN, _identity_or_linear
+
+__all__ = ["APAN"]
+
+
+class APAN(MemoryTGNN):
+    """APAN: each node keeps its last 10 mails; its memory attends over them (2 heads) and is
+    its embedding. An event's mail goes to both endpoints and to their sampled temporal
+    neighbours (asynchronous propagation). Arguments as
+    :class:`~lightning_mspipe.models.base.MemoryTGNN`.
+    """
+
+    default_mailbox_size = 10
+
+    def build_updater(self) -> MemoryUpdater:
+        hp = self.hparams
+        return AttentionUpdater(hp.memory_dim, self.mail_dim, hp.time_dim, heads=hp.heads, dropout=hp.dropout)
+
+    def build_embedding(self) -> nn.Module:
+        return _identity_or_linear(self.hparams.memory_dim, self.hparams.embedding_dim)
+
+    def embed(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
+        return self.embedding(self.root_memory(batch, memory))
+
+    def mail_receivers(self, batch: TemporalBatch, nodes: Tensor, mails: Tensor, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Endpoints plus the sampled neighbours of each endpoint; neighbours come first, so an
+        endpoint's own mail wins over one delivered to it as a neighbour."""
+        nbrs = batch.neighbors
+        size = batch.size
+        endpoint_nodes = nbrs.nodes[: 2 * size].view(2, size, -1).transpose(0, 1).reshape(2 * size, -1)  # event order
+        endpoint_mask = nbrs.mask[: 2 * size].view(2, size, -1).transpose(0, 1).reshape(2 * size, -1)
+        slot_owner = torch.arange(2 * size, device=nodes.device).unsqueeze(1).expand_as(endpoint_mask)[endpoint_mask]
+        return (
+            torch.cat([endpoint_nodes[endpoint_mask].to(nodes.device), nodes]),
+            torch.cat([mails[slot_owner], mails]),
+            torch.cat([times[slot_owner], times]),
+        )

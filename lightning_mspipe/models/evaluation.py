@@ -1,0 +1,68 @@
+"""Streaming link-prediction metrics: AP and AUROC (all and new-node events) and one-vs-many MRR."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+from lightning_mspipe.metrics import LinkMRR
+
+__all__ = ["LinkEvaluation"]
+
+
+class LinkEvaluation(nn.Module):
+    """Accumulates one evaluation phase's scores and computes its metrics.
+
+    AP and AUROC score each positive against its first negative (column 0, fixed and seeded);
+    the ``_inductive`` variants do the same over events that touch a node unseen in training;
+    MRR ranks each positive among all its ``Q`` negatives (only when ``Q > 1``).
+
+    Args:
+        prefix: Metric name prefix, for example ``"val"`` or ``"test"``.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.ap, self.auroc = BinaryAveragePrecision(), BinaryAUROC()
+        self.ap_inductive, self.auroc_inductive = BinaryAveragePrecision(), BinaryAUROC()
+        self.mrr = LinkMRR()
+        self._inductive_seen = False
+        self._ranked = False
+
+    def update(self, pos: Tensor, neg: Tensor, new_node: Tensor | None) -> None:
+        """Add one batch.
+
+        Shapes:
+            - pos: ``[B]`` logits; neg: ``[B, Q]`` logits; new_node: ``[B]`` bool or ``None``
+        """
+        pos, neg = pos.float(), neg.float()
+        scores = torch.cat([pos, neg[:, 0]])
+        labels = torch.cat([torch.ones_like(pos, dtype=torch.long), torch.zeros_like(pos, dtype=torch.long)])
+        self.ap.update(scores, labels)
+        self.auroc.update(scores, labels)
+        if new_node is not None:
+            pick = torch.cat([new_node, new_node])
+            if bool(pick.any()):  # one sync per evaluation batch, not on the training path
+                self._inductive_seen = True
+                self.ap_inductive.update(scores[pick], labels[pick])
+                self.auroc_inductive.update(scores[pick], labels[pick])
+        if neg.shape[1] > 1:
+            self._ranked = True
+            self.mrr.update(pos, neg)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Metrics named ``{prefix}/ap``, ``{prefix}/auroc``, ``{prefix}/ap_inductive``, ... ``{prefix}/mrr``."""
+        out = {"ap": self.ap.compute(), "auroc": self.auroc.compute()}
+        if self._inductive_seen:
+            out["ap_inductive"] = self.ap_inductive.compute()
+            out["auroc_inductive"] = self.auroc_inductive.compute()
+        if self._ranked:
+            out["mrr"] = self.mrr.compute()
+        return {f"{self.prefix}/{name}": value for name, value in out.items()}
+
+    def reset(self) -> None:
+        for metric in (self.ap, self.auroc, self.ap_inductive, self.auroc_inductive, self.mrr):
+            metric.reset()
+        self._inductive_seen = self._ranked = False

@@ -1,0 +1,28 @@
+"""Shared fixtures: small synthetic streams and data modules, and the path to the real data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lightning_mspipe.data.datamodule import TemporalDataModule
+from lightning_mspipe.data.synthetic import synthetic_events
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SMALL_MODEL = dict(memory_dim=16, time_dim=8, embedding_dim=16)
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """``../shared/datasets``; a missing folder fails the test instead of skipping it."""
+    if not DATASETS.is_dir():
+        pytest.fail(f"real data sets not found at {DATASETS}; tests read them from ../shared/datasets")
+    return DATASETS
+
+
+def small_datamodule(**overrides) -> TemporalDataModule:
+    """A few thousand synthetic events with edge features, batch 200."""
+    options = dict(events=synthetic_events(300, 3000, edge_dim=4, seed=1), batch_size=200, mrr_negatives=5)
+    options.update(overrides)
+    return TemporalDataModule(**options)
