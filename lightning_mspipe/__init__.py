@@ -4,4 +4,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from lightning_mspipe.callbacks import MemoryUpdate, PipelineStats, StalenessGuard, StalenessMitigation  # noqa: E402
+from lightning_mspipe.strategy import MSPipeStrategy, register_strategies  # noqa: E402
+
+register_strategies()
+
+__all__ = [
+    "MSPipeStrategy",
+    "MemoryUpdate",
+    "PipelineStats",
+    "StalenessGuard",
+    "StalenessMitigation",
+    "__version__",
+]

@@ -21,11 +21,26 @@ def _move(value: Any, device: torch.device | str, non_blocking: bool) -> Any:
 
 
 class _Transferable:
-    """Mixin: ``.to(device)`` moves every tensor field (what Lightning's batch transfer calls)."""
+    """Mixin for dataclasses of tensors: device moves, pinning and stream bookkeeping of every field."""
+
+    def _map(self, fn: Any) -> Any:
+        changes = {f.name: fn(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return type(self)(**changes)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Any:
-        changes = {f.name: _move(getattr(self, f.name), device, non_blocking) for f in fields(self)}  # type: ignore[arg-type]
-        return type(self)(**changes)
+        """A copy with every tensor on ``device`` (what Lightning's batch transfer calls)."""
+        return self._map(lambda value: _move(value, device, non_blocking))
+
+    def pin_memory(self) -> Any:
+        """A copy with every host tensor in pinned memory (for asynchronous copies to a GPU)."""
+        return self._map(lambda v: v.pin_memory() if isinstance(v, (Tensor, _Transferable)) else v)
+
+    def record_stream(self, stream: torch.cuda.Stream) -> None:
+        """Mark every tensor as used by ``stream`` (after a hand-over between CUDA streams)."""
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, (Tensor, _Transferable)):
+                value.record_stream(stream)
 
 
 @dataclass

@@ -90,6 +90,7 @@ class TemporalBatchLoader:
         self.epoch = -1
         self._next_batch = 0
         self._restored = False
+        self._epoch_given = False
 
     def __len__(self) -> int:
         return math.ceil(self.eids.numel() / self.batch_size)
@@ -140,13 +141,24 @@ class TemporalBatchLoader:
         return batch
 
     # ------------------------------------------------------------------ iteration
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next iteration's random draws (the trainer's epoch counter)."""
+        if epoch != self.epoch:
+            self._restored = False  # a restored position belongs to the restored epoch only
+        self.epoch, self._epoch_given = epoch, True
+
     def start_epoch(self) -> int:
-        """Advance to the next epoch (or to the restored position) and return the first batch index."""
+        """Move to the next epoch (or to the restored position) and return the first batch index.
+
+        Without :meth:`set_epoch`, epochs count iterations from 0.
+        """
         resume_mid_epoch = self._restored and self._next_batch < len(self)
         self._restored = False
         if not resume_mid_epoch:
-            self.epoch += 1
+            if not self._epoch_given:
+                self.epoch += 1
             self._next_batch = 0
+        self._epoch_given = False
         return self._next_batch
 
     def advance(self, index: int) -> None:

@@ -109,12 +109,20 @@ class MemoryStore(nn.Module):
         self.register_buffer("mail_ts", torch.zeros(num_nodes, mailbox_size, dtype=torch.float64))
         self.register_buffer("mail_count", torch.zeros(num_nodes, dtype=torch.int64))
         self.register_buffer("version", torch.zeros((), dtype=torch.int64))
-        self._lock = threading.RLock()
+        self._lock = threading.Condition(threading.RLock())
         self._written: list[Tensor] = []
         self._frames: list[list[tuple[Tensor, Tensor, dict[str, Tensor]]]] = []
-        if pin_memory and torch.cuda.is_available():
-            for name, buf in self.named_buffers():
-                setattr(self, name, buf.pin_memory())
+        if pin_memory:
+            self.pin()
+
+    def pin(self) -> MemoryStore:
+        """Keep the state in (pinned, where CUDA exists) host memory from now on, even when the model moves."""
+        with self._lock:
+            self.pin_memory = True
+            for name, buf in list(self.named_buffers()):
+                buf = buf.cpu()
+                setattr(self, name, buf.pin_memory() if torch.cuda.is_available() else buf)
+        return self
 
     _STATE = ("memory", "last_update", "mailbox", "mail_ts", "mail_count")
 
@@ -179,7 +187,17 @@ class MemoryStore(nn.Module):
             self.mail_ts[write.mail_nodes, slot] = write.mail_ts.to(torch.float64)
             self.mail_count[write.mail_nodes] += 1
             self.version += 1
+            self._lock.notify_all()
             return int(self.version)
+
+    def wait_for_version(self, version: int, timeout: float) -> bool:
+        """Block until at least ``version`` writes are committed or ``timeout`` seconds pass.
+
+        Returns:
+            Whether the version was reached.
+        """
+        with self._lock:
+            return self._lock.wait_for(lambda: int(self.version) >= version, timeout=timeout)
 
     # ------------------------------------------------------------------ reset and journal
     def reset(self) -> None:
@@ -192,6 +210,7 @@ class MemoryStore(nn.Module):
             self._written.clear()
             self._frames.clear()
             self.version.zero_()
+            self._lock.notify_all()
 
     def begin_journal(self) -> None:
         """Open a journal frame: later writes record their rows' pre-images so :meth:`rollback` can undo them.

@@ -124,13 +124,13 @@ class MemoryTGNN(L.LightningModule):
     def root_memory(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
         """Rows of ``memory`` ``[U, D]`` for each root: ``[R, D]``."""
         assert batch.memory_index is not None
-        return memory[batch.memory_index[: batch.neighbors.num_roots]]
+        return memory.index_select(0, batch.memory_index[: batch.neighbors.num_roots])
 
     def neighbor_memory(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
         """Rows of ``memory`` ``[U, D]`` for each neighbour slot: ``[R, K, D]``."""
         assert batch.memory_index is not None and batch.neighbors is not None
         roots, k = batch.neighbors.num_roots, batch.neighbors.k
-        return memory[batch.memory_index[roots:]].view(roots, k, -1)
+        return memory.index_select(0, batch.memory_index[roots:]).view(roots, k, -1)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: TemporalBatch) -> StepOutput:
@@ -221,6 +221,9 @@ class MemoryTGNN(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.phases.start_training_epoch()
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "set_epoch"):  # seeds the epoch's negatives, also after a resume
+            loader.set_epoch(self.current_epoch)
 
     def training_step(self, batch: TemporalBatch, batch_idx: int) -> Tensor:
         out = self(batch)

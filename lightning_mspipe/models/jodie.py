@@ -33,4 +33,4 @@ class JODIE(MemoryTGNN):
         roots = batch.memory_index[: batch.neighbors.num_roots]
         delta = batch.root_times() - batch.memory.last_event_time()[roots]
         scale = 1.0 + self.embedding["time"](torch.log1p(delta.clamp(min=0)).to(memory.dtype).unsqueeze(1))
-        return self.embedding["out"](memory[roots] * scale)
+        return self.embedding["out"](memory.index_select(0, roots) * scale)

@@ -1,0 +1,202 @@
+"""Callbacks that wire the pipeline's plain classes to the Trainer.
+
+- :class:`MemoryUpdate`: stage 5, the memory write-back after the optimizer step (mandatory
+  under :class:`~lightning_mspipe.strategy.MSPipeStrategy`, which adds it).
+- :class:`StalenessGuard`: checks every batch's staleness against the bound.
+- :class:`StalenessMitigation`: blends stale memory with that of similar, fresher nodes.
+- :class:`PipelineStats`: stage times, bubbles, staleness and throughput to the logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+from lightning_mspipe.data.batch import TemporalBatch
+from lightning_mspipe.mitigation import SIMILARITIES, CosineNeighbors, blend_stale_memory, neighbor_candidates
+from lightning_mspipe.pipeline.loader import PipelinedLoader
+
+__all__ = ["MemoryUpdate", "PipelineStats", "StalenessGuard", "StalenessMitigation"]
+
+log = logging.getLogger(__name__)
+
+
+def active_pipeline(trainer: L.Trainer) -> PipelinedLoader | None:
+    """The training PipelinedLoader of the trainer's strategy, if it has one."""
+    return getattr(trainer.strategy, "pipeline", None)
+
+
+def batch_staleness(batch: TemporalBatch) -> int:
+    """Writes the batch's memory snapshot missed: ``index − version seen`` (0 without a snapshot)."""
+    return 0 if batch.memory is None else batch.index - batch.memory.version
+
+
+class MemoryUpdate(Callback):
+    """Stage 5: writes each training batch's memory update after its optimizer step, in batch order.
+
+    Under the pipeline's ``exact`` mode the write of batch ``i`` first waits until batch
+    ``i + s`` has read memory. The callback's checkpoint state carries the RNG state, so an
+    exact mid-epoch resume replays dropout identically.
+    """
+
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.memory_writes_in_hooks = False  # this callback writes instead
+
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.memory_writes_in_hooks = True
+
+    @override
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: TemporalBatch, batch_idx: int
+    ) -> None:
+        pipeline = active_pipeline(trainer)
+        if pipeline is not None:
+            pipeline.before_write(batch.index)
+        started = time.perf_counter()
+        pl_module.write_memory()
+        if pipeline is not None:
+            pipeline.after_write(batch.index, time.perf_counter() - started)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch_rng"])
+        if "cuda_rng" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda_rng"])
+
+
+class StalenessGuard(Callback):
+    """Raises when a batch's staleness (``index − memory version seen``) exceeds the pipeline's bound.
+
+    Keeps a histogram of the staleness of every training batch (``self.histogram``).
+    """
+
+    def __init__(self) -> None:
+        self.histogram: Counter[int] = Counter()
+
+    @override
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: TemporalBatch, batch_idx: int
+    ) -> None:
+        staleness = batch_staleness(batch)
+        pipeline = active_pipeline(trainer)
+        bound = 0 if pipeline is None else pipeline.bound
+        if not 0 <= staleness <= bound:
+            raise RuntimeError(
+                f"StalenessGuard: batch {batch.index} read memory version {batch.memory.version}, staleness "
+                f"{staleness}, outside the bound 0 … {bound}."
+            )
+        self.histogram[staleness] += 1
+
+
+class StalenessMitigation(Callback):
+    """Blends stale root memory with similar, more recently updated nodes before each training step.
+
+    Args:
+        lam: Weight of the root's own memory (``lam · s + (1 − lam) · mean(s_u)``).
+        quantile: Roots whose Δt = event time − memory time exceeds this quantile of the batch are stale.
+        top_k: Similar nodes averaged at most.
+        similarity: ``"neighbors"`` (the sampled temporal neighbours) or ``"cosine"`` (a top-k
+            cosine table of memory, rebuilt at the start of every epoch from the previous epoch's memory).
+    """
+
+    def __init__(self, lam: float = 0.9, quantile: float = 0.99, top_k: int = 10, similarity: str = "neighbors") -> None:
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"StalenessMitigation: lam must be in [0, 1], got {lam}.")
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"StalenessMitigation: quantile must be in (0, 1), got {quantile}.")
+        if top_k < 1:
+            raise ValueError(f"StalenessMitigation: top_k must be ≥ 1, got {top_k}.")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"StalenessMitigation: unknown similarity {similarity!r}; choose one of {SIMILARITIES}.")
+        self.lam, self.quantile, self.top_k, self.similarity = lam, quantile, top_k, similarity
+        self.cosine = CosineNeighbors(top_k) if similarity == "cosine" else None
+        self.blended_roots = 0
+        self.seen_roots = 0
+
+    @property
+    def blended_share(self) -> float:
+        """Share of training roots whose memory was blended so far."""
+        return self.blended_roots / max(self.seen_roots, 1)
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.cosine is not None:
+            store = pl_module.memory
+            self.cosine.rebuild(store.memory, store.mail_count > 0)
+        pl_module.log("mitigation/blended_share", self.blended_share)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: TemporalBatch, batch_idx: int
+    ) -> None:
+        if batch.memory is None or batch_staleness(batch) == 0:
+            return  # fresh memory (or fetched inside the step): nothing is stale because of the pipeline
+        if self.cosine is not None and self.cosine.table is not None:
+            candidates = self.cosine.candidates(batch.roots(), pl_module.memory)
+            candidates = tuple(t.to(batch.memory.memory.device) for t in candidates)
+        else:
+            candidates = neighbor_candidates(batch, self.top_k)
+        blended = blend_stale_memory(batch, self.lam, self.quantile, *candidates)
+        self.blended_roots += int(blended.sum())
+        self.seen_roots += blended.numel()
+
+
+class PipelineStats(Callback):
+    """Logs the pipeline's stage times, training-stage waits, staleness and events/s from the main thread.
+
+    Per batch: ``pipeline/wait_ms`` and ``pipeline/staleness``; per epoch: mean stage times
+    (``pipeline/<stage>_ms``), the bound ``pipeline/max_staleness``, the idle share of the training
+    stage and ``pipeline/events_per_s``. ``self.epochs`` keeps one summary dict per epoch.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self._started = 0.0
+        self._events = 0
+        self._waited = 0.0
+
+    @override
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started, self._events = time.perf_counter(), 0
+        pipeline = active_pipeline(trainer)
+        self._waited = 0.0 if pipeline is None else pipeline.profile.total_wait
+
+    @override
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: TemporalBatch, batch_idx: int
+    ) -> None:
+        self._events += batch.size
+        pl_module.log("pipeline/staleness", float(batch_staleness(batch)), on_step=True, on_epoch=False)
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        summary = {"events_per_s": self._events / elapsed, "epoch_s": elapsed}
+        pipeline = active_pipeline(trainer)
+        if pipeline is not None:
+            waited = pipeline.profile.total_wait - self._waited
+            summary.update({f"{k}_ms": 1e3 * v for k, v in pipeline.profile.stage_times().as_dict().items()})
+            summary.update(
+                idle_share=waited / elapsed,
+                max_staleness=float(pipeline.bound),
+                max_staleness_seen=float(pipeline.profile.max_staleness_seen()),
+                pipelined=float(pipeline.threaded),
+            )
+        self.epochs.append(summary)
+        pl_module.log_dict({f"pipeline/{k}": v for k, v in summary.items()})

@@ -1,0 +1,85 @@
+"""Per-stage timings and the staleness histogram of a pipelined epoch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+from lightning_mspipe.pipeline.schedule import StageTimes
+
+__all__ = ["PipelineProfile", "STAGES"]
+
+STAGES = ("sample", "features", "memory", "train", "write")
+
+
+class PipelineProfile:
+    """Bounded windows of stage times (seconds), consumer waits and a staleness histogram.
+
+    Host clocks measure each stage; on CUDA the stages synchronise their own stream before
+    the clock stops, so the times include the device work. Thread-safe: the producer records
+    stages 1–3, the main thread stages 4–5 and the waits.
+
+    Args:
+        window: Number of recent batches each mean is taken over.
+    """
+
+    def __init__(self, window: int = 50) -> None:
+        self.window = window
+        self._times = {stage: deque(maxlen=window) for stage in STAGES}
+        self._waits: deque[float] = deque(maxlen=window)
+        self.staleness = Counter()
+        self.total_wait = 0.0
+        self.batches = 0
+        self._lock = threading.Lock()
+
+    def record(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self._times[stage].append(seconds)
+
+    def record_wait(self, seconds: float) -> None:
+        """Time the training stage spent waiting for its next batch (a pipeline bubble)."""
+        with self._lock:
+            self._waits.append(seconds)
+            self.total_wait += seconds
+
+    def record_staleness(self, staleness: int) -> None:
+        with self._lock:
+            self.staleness[staleness] += 1
+            self.batches += 1
+
+    def count(self, stage: str) -> int:
+        with self._lock:
+            return len(self._times[stage])
+
+    def mean(self, stage: str) -> float:
+        with self._lock:
+            values = self._times[stage]
+            return sum(values) / len(values) if values else 0.0
+
+    def mean_wait(self) -> float:
+        with self._lock:
+            return sum(self._waits) / len(self._waits) if self._waits else 0.0
+
+    def stage_times(self) -> StageTimes:
+        return StageTimes(*(self.mean(stage) for stage in STAGES))
+
+    def max_staleness_seen(self) -> int:
+        with self._lock:
+            return max(self.staleness) if self.staleness else 0
+
+
+class StageClock:
+    """Context manager that records the elapsed time of one stage into a profile."""
+
+    __slots__ = ("profile", "stage", "start")
+
+    def __init__(self, profile: PipelineProfile, stage: str) -> None:
+        self.profile, self.stage = profile, stage
+
+    def __enter__(self) -> "StageClock":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.profile.record(self.stage, time.perf_counter() - self.start)

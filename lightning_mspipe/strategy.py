@@ -1,0 +1,139 @@
+"""MSPipeStrategy: Lightning's single-device strategy with MSPipe's staleness-aware pipeline."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy, StrategyRegistry
+from typing_extensions import override
+
+from lightning_mspipe.callbacks import MemoryUpdate, StalenessGuard, StalenessMitigation
+from lightning_mspipe.data.loader import TemporalBatchLoader
+from lightning_mspipe.models.base import MemoryTGNN
+from lightning_mspipe.pipeline.loader import FaultHook, PipelinedLoader
+from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
+
+__all__ = ["MSPipeStrategy", "register_strategies"]
+
+log = logging.getLogger(__name__)
+
+_MEMORY_DEVICES = (None, "pinned")
+
+
+class MSPipeStrategy(SingleDeviceStrategy):
+    """Trains a :class:`~lightning_mspipe.models.base.MemoryTGNN` with MSPipe's pipeline on one device.
+
+    The training loader is wrapped in a :class:`~lightning_mspipe.pipeline.loader.PipelinedLoader`
+    that samples, fetches features and fetches memory of upcoming batches while the current
+    one trains, with memory at most ``max_staleness`` writes old. Lightning's own loop,
+    progress bar, gradient accumulation, ``limit_train_batches``, validation and
+    checkpointing run unchanged; validation and test are not pipelined.
+
+    The strategy adds a :class:`~lightning_mspipe.callbacks.MemoryUpdate` callback (the memory
+    write after each optimizer step), a :class:`~lightning_mspipe.callbacks.StalenessGuard`, and
+    the ``mitigation`` callback when one is given.
+
+    Args:
+        max_staleness: Writes a memory fetch may miss: ``0`` is synchronous training (bit-identical
+            to no pipeline), ``"auto"`` picks the smallest bound that keeps training busy.
+        mode: ``"bounded"`` (freshest memory available, fetched as late as possible) or
+            ``"exact"`` (batch ``j`` reads exactly version ``max(0, j − s)``: timing-independent, for
+            tests and exact resume).
+        mitigation: A :class:`~lightning_mspipe.callbacks.StalenessMitigation`, or ``None``.
+        memory_device: ``None`` keeps the memory store with the model; ``"pinned"`` keeps it in
+            pinned host memory (the paper's large-graph setting).
+        max_auto_staleness: Upper clamp of the ``"auto"`` bound.
+        timeout: Seconds any pipeline wait may last before it raises with a message.
+        device: The compute device; default: the Trainer's accelerator's first device.
+    """
+
+    strategy_name = "mspipe"
+
+    def __init__(
+        self,
+        max_staleness: int | str = 2,
+        mode: str = "bounded",
+        mitigation: StalenessMitigation | None = None,
+        memory_device: str | None = None,
+        max_auto_staleness: int = 8,
+        timeout: float = 120.0,
+        device: torch.device | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(device=device if device is not None else "cpu", **kwargs)
+        self._device_given = device is not None
+        self.max_staleness = parse_max_staleness(max_staleness)
+        if mode not in MODES:
+            raise ValueError(f"MSPipeStrategy: unknown mode {mode!r}; choose one of {MODES}.")
+        if mode == "exact" and self.max_staleness == "auto":
+            raise ValueError("MSPipeStrategy: mode='exact' needs a fixed max_staleness (an int), not 'auto'.")
+        if memory_device not in _MEMORY_DEVICES:
+            raise ValueError(f"MSPipeStrategy: unknown memory_device {memory_device!r}; choose None or 'pinned'.")
+        if mitigation is not None and not isinstance(mitigation, StalenessMitigation):
+            raise TypeError(f"MSPipeStrategy: mitigation must be a StalenessMitigation, got {type(mitigation).__name__}.")
+        if timeout <= 0:
+            raise ValueError(f"MSPipeStrategy: timeout must be > 0 seconds, got {timeout}.")
+        self.mode, self.mitigation, self.memory_device = mode, mitigation, memory_device
+        self.max_auto_staleness, self.timeout = max_auto_staleness, timeout
+        self.pipeline: PipelinedLoader | None = None  # the last training pipeline (kept for its statistics)
+        self.fault_hook: FaultHook | None = None  # tests: called before each producer stage
+
+    @property
+    @override
+    def root_device(self) -> torch.device:
+        if not self._device_given and self.accelerator is not None and type(self.accelerator).__name__ == "CUDAAccelerator":
+            return torch.device("cuda", torch.cuda.current_device())
+        return self._root_device
+
+    @override
+    def connect(self, model: L.LightningModule) -> None:
+        if not isinstance(model, MemoryTGNN):
+            raise TypeError(
+                f"MSPipeStrategy trains memory-based TGNNs (TGN, JODIE, APAN); got {type(model).__name__}, "
+                "which is not a lightning_mspipe.models.MemoryTGNN."
+            )
+        super().connect(model)
+        trainer = model._trainer
+        if trainer is not None:
+            self._add_callbacks(trainer)
+        if self.memory_device == "pinned":
+            model.memory.pin()
+
+    def _add_callbacks(self, trainer: L.Trainer) -> None:
+        wanted = [MemoryUpdate(), StalenessGuard()] + ([self.mitigation] if self.mitigation is not None else [])
+        for callback in wanted:
+            if not any(type(existing) is type(callback) for existing in trainer.callbacks):
+                trainer.callbacks.insert(0, callback)
+
+    @override
+    def process_dataloader(self, dataloader: object) -> object:
+        trainer = self.lightning_module.trainer
+        if not trainer.training or not isinstance(dataloader, TemporalBatchLoader):
+            return dataloader
+        self.pipeline = PipelinedLoader(
+            dataloader,
+            self.lightning_module.memory,
+            max_staleness=self.max_staleness,
+            mode=self.mode,
+            device=self.root_device,
+            timeout=self.timeout,
+            max_auto_staleness=self.max_auto_staleness,
+            max_batches=lambda: trainer.num_training_batches,
+            fault_hook=self.fault_hook,
+        )
+        log.info("MSPipeStrategy: pipelining training with max_staleness=%s, mode=%s", self.max_staleness, self.mode)
+        return self.pipeline
+
+    @classmethod
+    @override
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        strategy_registry.register(cls.strategy_name, cls, description="MSPipe staleness-aware pipeline, one device")
+
+
+def register_strategies() -> None:
+    """Register ``"mspipe"`` with Lightning's StrategyRegistry (idempotent)."""
+    if MSPipeStrategy.strategy_name not in StrategyRegistry:
+        MSPipeStrategy.register_strategies(StrategyRegistry)

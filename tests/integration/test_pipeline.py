@@ -1,0 +1,221 @@
+"""MSPipeStrategy end to end: equivalence with synchronous training, bounds under delays, faults, resume."""
+
+import random
+import threading
+import time
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from lightning_mspipe import MSPipeStrategy, PipelineStats, StalenessGuard, StalenessMitigation
+from lightning_mspipe.models import APAN, JODIE, TGN
+from lightning_mspipe.pipeline.loader import PipelineError, PipelineTimeout
+
+from tests.conftest import SMALL_MODEL, small_datamodule
+
+
+class Recorder(Callback):
+    """Per-step loss, memory version seen and the order of memory writes."""
+
+    def __init__(self):
+        self.losses, self.seen, self.versions_after = [], [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+        self.seen.append((batch.index, None if batch.memory is None else batch.memory.version))
+        self.versions_after.append(pl_module.memory.current_version)
+
+
+def fit(model_cls=TGN, strategy="auto", epochs=2, dm=None, callbacks=(), ckpt_path=None, **trainer_kwargs):
+    torch.manual_seed(0)
+    dm = dm or small_datamodule()
+    model = model_cls(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+    recorder = Recorder()
+    options = dict(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, strategy=strategy,
+                   callbacks=[recorder, *callbacks])
+    options.update(trainer_kwargs)
+    trainer = L.Trainer(**options)
+    trainer.fit(model, dm, ckpt_path=ckpt_path)
+    return model, recorder, trainer
+
+
+def assert_same_model(a, b):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def no_producer_threads():
+    deadline = time.monotonic() + 5
+    while any(t.name == "mspipe-producer" for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("model_cls", [TGN, JODIE, APAN])
+def test_staleness_zero_is_bit_identical_to_training_without_the_pipeline(model_cls):
+    plain, plain_rec, _ = fit(model_cls)
+    piped, piped_rec, trainer = fit(model_cls, MSPipeStrategy(max_staleness=0))
+    assert trainer.strategy.pipeline is not None  # the pipeline really ran
+    assert piped_rec.losses == plain_rec.losses
+    assert_same_model(plain, piped)
+
+
+def test_strategy_is_registered_by_name():
+    _, recorder, trainer = fit(strategy="mspipe", epochs=1)
+    assert isinstance(trainer.strategy, MSPipeStrategy) and trainer.strategy.max_staleness == 2
+    assert all(index - version <= 2 for index, version in recorder.seen)
+
+
+def random_delays(seed, scale=0.004):
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def hook(stage, index, stop):
+        with lock:
+            delay = rng.random() * scale
+        time.sleep(delay)
+
+    return hook
+
+
+def slow_writes(seed, scale=0.004):
+    rng = random.Random(seed)
+
+    class SlowWrite(Callback):
+        def on_train_batch_end(self, *args):
+            time.sleep(rng.random() * scale)
+
+    return SlowWrite()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_mode_is_timing_independent_and_bounded(seed):
+    results = []
+    for delays in (seed, seed + 10):
+        strategy = MSPipeStrategy(max_staleness=2, mode="exact")
+        strategy.fault_hook = random_delays(delays)
+        model, recorder, trainer = fit(strategy=strategy, callbacks=[slow_writes(delays)])
+        assert all(index - version == min(index, 2) for index, version in recorder.seen)
+        results.append((model, recorder))
+    (a, rec_a), (b, rec_b) = results
+    assert rec_a.losses == rec_b.losses
+    assert_same_model(a, b)
+
+
+@pytest.mark.parametrize("bound", [1, 3])
+def test_bounded_mode_never_exceeds_the_bound_under_random_delays(bound):
+    strategy = MSPipeStrategy(max_staleness=bound)
+    strategy.fault_hook = random_delays(bound)
+    guard = StalenessGuard()
+    model, recorder, trainer = fit(strategy=strategy, callbacks=[slow_writes(bound), guard])
+    assert max(guard.histogram) <= bound and sum(guard.histogram.values()) == len(recorder.losses)
+    # writes are committed in batch order: one version per batch, increasing within an epoch
+    per_epoch = len(recorder.losses) // 2
+    assert recorder.versions_after[:per_epoch] == list(range(1, per_epoch + 1))
+
+
+def test_a_stage_that_raises_names_stage_and_batch_and_leaves_no_thread():
+    def fail(stage, index, stop):
+        if stage == "features" and index == 3:
+            raise OSError("disk unplugged")
+
+    strategy = MSPipeStrategy(max_staleness=1)
+    strategy.fault_hook = fail
+    with pytest.raises(PipelineError, match=r"stage 'features' failed on batch 3: OSError: disk unplugged"):
+        fit(strategy=strategy)
+    assert no_producer_threads()
+
+
+def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread():
+    def hang(stage, index, stop):
+        if stage == "sample" and index == 2:
+            stop.wait(60)  # a hang that ends when the pipeline shuts down
+
+    strategy = MSPipeStrategy(max_staleness=1, timeout=0.5)
+    strategy.fault_hook = hang
+    with pytest.raises(PipelineTimeout, match=r"waited 0.5s for batch 2; the producer is in stage 'sample' of batch 2"):
+        fit(strategy=strategy)
+    assert no_producer_threads()
+
+
+def test_missing_memory_writes_time_out_instead_of_hanging():
+    class DropWrites(Callback):
+        def on_train_start(self, trainer, pl_module):
+            trainer.callbacks[:] = [c for c in trainer.callbacks if type(c).__name__ != "MemoryUpdate"]
+
+    with pytest.raises(PipelineTimeout, match=r"waited 0.5s at the staleness gate for memory version 1"):
+        fit(strategy=MSPipeStrategy(max_staleness=0, timeout=0.5), callbacks=[DropWrites()])
+    assert no_producer_threads()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(max_staleness=-1), ValueError, "must be ≥ 0"),
+        (dict(max_staleness="fast"), ValueError, "non-negative int or 'auto'"),
+        (dict(max_staleness=1.5), TypeError, "non-negative int or 'auto'"),
+        (dict(max_staleness="auto", mode="exact"), ValueError, "exact' needs a fixed max_staleness"),
+        (dict(mode="eventual"), ValueError, "unknown mode 'eventual'"),
+        (dict(memory_device="gpu"), ValueError, "unknown memory_device"),
+    ],
+)
+def test_bad_strategy_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MSPipeStrategy(**kwargs)
+
+
+def test_lightning_features_work_with_the_pipeline():
+    stats = PipelineStats()
+    _, recorder, trainer = fit(
+        strategy=MSPipeStrategy(max_staleness=2), epochs=2, accumulate_grad_batches=2, limit_train_batches=5,
+        precision="bf16-mixed", callbacks=[stats],
+    )
+    assert len(recorder.losses) == 10 and trainer.global_step == 6
+    assert len(stats.epochs) == 2 and stats.epochs[-1]["events_per_s"] > 0
+    _, recorder, _ = fit(strategy=MSPipeStrategy(max_staleness=2), max_steps=3)
+    assert len(recorder.losses) == 3
+    _, recorder, _ = fit(strategy=MSPipeStrategy(max_staleness=1), fast_dev_run=True)
+    assert len(recorder.losses) == 1
+    assert no_producer_threads()
+
+
+def test_auto_bound_is_chosen_from_measured_stage_times():
+    stats = PipelineStats()
+    _, recorder, trainer = fit(strategy=MSPipeStrategy(max_staleness="auto", max_auto_staleness=4), callbacks=[stats])
+    pipeline = trainer.strategy.pipeline
+    assert pipeline.decided and pipeline.choices
+    choice = pipeline.choices[0]
+    assert 0 <= choice["max_staleness"] <= 4 and choice["train"] > 0 and choice["sample"] > 0
+    assert all(index - version <= max(c["max_staleness"] for c in pipeline.choices) for index, version in recorder.seen)
+
+
+def test_mid_epoch_resume_in_exact_mode_is_bit_identical(tmp_path):
+    full, full_rec, _ = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_on_train_epoch_end=False)
+    fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2, max_steps=4,
+        enable_checkpointing=True, callbacks=[checkpoint])
+    path = next(tmp_path.glob("*step=4*.ckpt"))
+    resumed, resumed_rec, _ = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2, ckpt_path=path)
+    assert resumed_rec.losses == full_rec.losses[4:]
+    assert_same_model(full, resumed)
+
+
+def test_resume_at_an_epoch_boundary_is_bit_identical(tmp_path):
+    full, full_rec, _ = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2)
+    first, first_rec, trainer = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=1)
+    path = tmp_path / "epoch1.ckpt"
+    trainer.save_checkpoint(path)
+    resumed, resumed_rec, _ = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2, ckpt_path=path)
+    assert first_rec.losses + resumed_rec.losses == full_rec.losses
+    assert_same_model(full, resumed)
+
+
+def test_mitigation_runs_and_reports_its_share():
+    mitigation = StalenessMitigation(lam=0.5, quantile=0.5)
+    fit(strategy=MSPipeStrategy(max_staleness=3, mode="exact", mitigation=mitigation), epochs=1)
+    assert mitigation.seen_roots > 0 and 0 < mitigation.blended_share < 1
