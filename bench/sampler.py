@@ -28,10 +28,10 @@ import statistics
 import time
 from pathlib import Path
 
-import pandas as pd
+
 import torch
 
-from lightning_mspipe.data import EventStream, TemporalGraph
+from lightning_mspipe.data import EventStream, TemporalGraph, load_events
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "wikipedia" / "wikipedia_edges.csv.gz"
@@ -40,13 +40,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "wikipedia" / "wikipedia_ed
 def load_wikipedia(path: Path) -> EventStream:
     if not path.exists():
         raise SystemExit(f"bench/sampler.py: Wikipedia events not found at {path}; pass --data PATH.")
-    frame = pd.read_csv(path)
-    return EventStream(
-        src=frame["u"].to_numpy(copy=True),
-        dst=frame["i"].to_numpy(copy=True),
-        t=frame["ts"].to_numpy(copy=True),
-        name="wikipedia",
-    )
+    return load_events(path)
 
 
 def make_batches(events: EventStream, batch_size: int, seed: int, device: torch.device) -> list[dict]:

@@ -12,18 +12,10 @@ from hypothesis import strategies as st
 from lightning_mspipe.data import EventStreamError, load_events
 from lightning_mspipe.data.formats import FORMATS
 
-DATASETS = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets"
 
-
-# ------------------------------------------------------------------------------------ real data sets
 @pytest.fixture(scope="module")
-def datasets() -> Path:
-    if not DATASETS.is_dir():
-        pytest.fail(
-            f"the real data sets are missing: expected them at {DATASETS.resolve()} "
-            "(../shared/datasets relative to the repository root; see its README.md)."
-        )
-    return DATASETS
+def datasets(datasets_dir: Path) -> Path:
+    return datasets_dir
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lightning_mspipe.data import EventStream, NeighborBlock, TemporalGraph
-
-DATASETS = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
-WIKIPEDIA = DATASETS / "wikipedia" / "wikipedia_edges.csv.gz"
+from lightning_mspipe.data import EventStream, NeighborBlock, TemporalGraph, load_events
 
 
 # ---------------------------------------------------------------------- reference
@@ -60,19 +56,8 @@ def check_padding(block: NeighborBlock) -> None:
 
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def wikipedia() -> EventStream:
-    if not WIKIPEDIA.exists():
-        pytest.fail(
-            f"Wikipedia events not found at {WIKIPEDIA}; the sampler tests need the real data set "
-            "(shared/datasets/wikipedia/wikipedia_edges.csv.gz beside the repository)."
-        )
-    frame = pd.read_csv(WIKIPEDIA)
-    return EventStream(
-        src=frame["u"].to_numpy(copy=True),
-        dst=frame["i"].to_numpy(copy=True),
-        t=frame["ts"].to_numpy(copy=True),
-        name="wikipedia",
-    )
+def wikipedia(datasets_dir: Path) -> EventStream:
+    return load_events(datasets_dir / "wikipedia" / "wikipedia_edges.csv.gz")
 
 
 @pytest.fixture(scope="module")
