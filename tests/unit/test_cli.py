@@ -1,0 +1,161 @@
+"""The ``mspipe`` command (lightning_mspipe/cli.py) and the recipes in recipes/."""
+
+from __future__ import annotations
+
+import re
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typing_extensions import override
+
+from lightning_mspipe import __version__
+from lightning_mspipe.cli import MSPipeCLI, main
+from lightning_mspipe.data import load_events
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = ROOT / "recipes"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+TINY = [
+    *("--data.synthetic_events", "2000", "--data.synthetic_nodes", "200", "--data.batch_size", "200"),
+    *("--data.mrr_negatives", "5", "--trainer.max_epochs", "1"),
+    *("--model.memory_dim", "16", "--model.time_dim", "8", "--model.embedding_dim", "16"),
+]
+SUMMARY = re.compile(r"mspipe fit: val/ap ([\d.]+), test/ap ([\d.]+), test/mrr ([\d.]+)")
+
+
+@pytest.fixture(autouse=True)
+def _in_process_cli(monkeypatch):
+    """``main(argv)`` is the only source of arguments (pytest's own argv would make Lightning warn);
+    one intra-op thread: the tiny models gain nothing from more, and spinning OpenMP threads
+    stall badly when other processes share the cores."""
+    monkeypatch.setattr(sys, "argv", ["mspipe"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class ParseOnlyCLI(MSPipeCLI):
+    """Parses and validates a configuration without building data, model or trainer."""
+
+    @override
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def test_version_and_console_script(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"lightning-mspipe {__version__}\n"
+    (script,) = entry_points(group="console_scripts", name="mspipe")
+    assert script.value == "lightning_mspipe.cli:main"
+
+
+def test_help_lists_the_commands_that_work(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "{fit,validate,test}" in out and "--version" in out
+
+
+def test_fit_then_test_from_the_checkpoint(tmp_path, capsys):
+    main(["fit", *TINY, *QUIET, "--trainer.default_root_dir", str(tmp_path)])
+    match = SUMMARY.search(capsys.readouterr().out)
+    assert match, "`mspipe fit` prints val/ap, test/ap and test/mrr after testing"
+    val_ap, test_ap, test_mrr = map(float, match.groups())
+    assert 0.0 < val_ap < 1.0 and 0.0 < test_ap < 1.0 and 0.0 < test_mrr <= 1.0
+
+    # `mspipe test --ckpt_path` alone: the data settings come from the checkpoint, and memory
+    # continues from the end of validation as it did after fit, so test AP is the same.
+    (ckpt,) = (tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")
+    cli = MSPipeCLI(
+        args=["test", "--ckpt_path", str(ckpt), *QUIET, "--trainer.default_root_dir", str(tmp_path)]
+    )
+    assert cli.datamodule.num_nodes == 200 and cli.datamodule.hparams.mrr_negatives == 5
+    assert float(cli.trainer.callback_metrics["test/ap"]) == pytest.approx(test_ap, abs=1e-4)
+
+
+def test_jodie_on_uci_from_a_file(tmp_path, capsys, datasets_dir):
+    main(
+        [
+            *("fit", "--model", "JODIE", "--data.path", str(datasets_dir / "uci" / "ml_uci.csv.gz")),
+            *("--data.read_options", '{"edge_features": false, "node_features": false}'),
+            *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"),
+            *("--trainer.limit_test_batches", "1", "--trainer.max_epochs", "1", "--data.mrr_negatives", "5"),
+            *QUIET,
+            *("--trainer.default_root_dir", str(tmp_path)),
+        ]
+    )
+    assert SUMMARY.search(capsys.readouterr().out)
+    run = tmp_path / "lightning_logs" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "lightning_mspipe.models.JODIE"
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+    assert (hparams["num_nodes"], hparams["edge_dim"]) == (
+        1899,
+        0,
+    )  # linked from the data; zero features skipped
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--model", "GraphSAGE"], ["--model.class_path", "GraphSAGE"], ["--config", "bad.yaml"]],
+    ids=["flag", "class_path", "yaml"],
+)
+def test_an_unknown_model_lists_the_models(args, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("model: GraphSAGE\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args])
+    assert exit_info.value.code == 2
+    assert "model: not a model name. The models are TGN, JODIE, APAN" in capsys.readouterr().err
+
+
+def test_every_model_and_data_set_has_a_recipe():
+    expected = {
+        f"{m}_{d}.yaml" for m in ("tgn", "jodie", "apan") for d in ("wikipedia", "uci", "enron", "uslegis")
+    }
+    assert {p.name for p in RECIPES.glob("*.yaml")} == expected | {"tgn_synthetic.yaml"}
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_recipe_parses(recipe):
+    config = ParseOnlyCLI(args=["--config", str(RECIPES / recipe)], run=False).config
+    model = {"tgn": "TGN", "jodie": "JODIE", "apan": "APAN"}[recipe.split("_")[0]]
+    assert config.model.class_path == f"lightning_mspipe.models.{model}"
+    assert config.model.init_args.memory_dim == 100 and config.model.init_args.lr == pytest.approx(1e-4)
+    assert config.data.batch_size == 600 and config.data.num_neighbors == 10
+    if recipe == "tgn_synthetic.yaml":
+        assert config.data.path is None
+    else:
+        assert config.data.path.startswith("../shared/datasets/")
+        assert (ROOT / config.data.path).is_file(), "recipe paths are relative to the repository root"
+
+
+@pytest.mark.parametrize(
+    ("data_set", "num_nodes", "edge_dim"),
+    [("wikipedia", 9227, 0), ("uci", 1899, 0), ("enron", 184, 0), ("uslegis", 225, 1)],
+)
+def test_recipe_reader_options_read_the_data(data_set, num_nodes, edge_dim):
+    data = ParseOnlyCLI(args=["--config", str(RECIPES / f"tgn_{data_set}.yaml")], run=False).config.data
+    events = load_events(ROOT / data.path, format=data.format, **(data.read_options or {}))
+    assert (events.num_nodes, events.edge_dim) == (num_nodes, edge_dim)
+
+
+def test_fit_with_the_pipeline_strategy_from_a_config(tmp_path, capsys):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "trainer:\n  strategy:\n    class_path: lightning_mspipe.MSPipeStrategy\n"
+        "    init_args:\n      max_staleness: 1\n      mode: exact\n"
+    )
+    cli = MSPipeCLI(args=["fit", "--config", str(config), *TINY, *QUIET, "--trainer.default_root_dir", str(tmp_path)])
+    assert type(cli.trainer.strategy).__name__ == "MSPipeStrategy" and cli.trainer.strategy.max_staleness == 1
+    assert cli.trainer.strategy.pipeline is not None and cli.trainer.strategy.pipeline.profile.batches > 0
+    assert SUMMARY.search(capsys.readouterr().out)
