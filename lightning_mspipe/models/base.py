@@ -126,11 +126,11 @@ class MemoryTGNN(L.LightningModule):
         assert batch.memory_index is not None
         return memory.index_select(0, batch.memory_index[: batch.neighbors.num_roots])
 
-    def neighbor_memory(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
-        """Rows of ``memory`` ``[U, D]`` for each neighbour slot: ``[R, K, D]``."""
+    def neighbor_rows(self, batch: TemporalBatch) -> Tensor:
+        """Row of the snapshot for each neighbour slot: ``[R, K]``."""
         assert batch.memory_index is not None and batch.neighbors is not None
         roots, k = batch.neighbors.num_roots, batch.neighbors.k
-        return memory.index_select(0, batch.memory_index[roots:]).view(roots, k, -1)
+        return batch.memory_index[roots:].view(roots, k)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: TemporalBatch) -> StepOutput:

@@ -29,5 +29,5 @@ class TGN(MemoryTGNN):
         nbrs = batch.neighbors
         delta = batch.root_times().unsqueeze(1) - nbrs.times
         return self.embedding(
-            self.root_memory(batch, memory), self.neighbor_memory(batch, memory), batch.nbr_edge_feat, delta, nbrs.mask
+            self.root_memory(batch, memory), memory, self.neighbor_rows(batch), batch.nbr_edge_feat, delta, nbrs.mask
         )
