@@ -13,13 +13,19 @@ after the last epoch, val and then test are scored in order while memory keeps u
 Unlike the example (which averages AP per batch), AP/AUROC are computed once over all
 scored pairs of a split, which is what the lightning-mspipe side reports.
 
+Reproducibility: seeded runs are not bit-exact on CPU. The TimeEncoder takes cos(w * dt) of raw
+seconds (dt up to ~1e7), so a 1-ulp difference in a GEMM (MKL/oneDNN paths vary run to run)
+changes messages; on UCI, test AP of identical runs spreads by about 0.02. Compare medians over seeds.
+Without torch-scatter, PyG 2.8's ``scatter_argmax`` fills empty groups with ``dim_size - 1``, so
+LastAggregator may give a node with no pending message another node's message (PyG behaviour, kept).
+
 Run ``python bench/peers/pyg_tgn.py [path/to/ml_uci.csv.gz]`` for a one-epoch smoke run on UCI.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -235,7 +241,8 @@ def train_pyg_tgn(src: Tensor, dst: Tensor, t: Tensor, edge_feat: Tensor, train_
             raise ValueError(f"train_pyg_tgn: eval_negatives['{name}'] must be a LongTensor[{n}] of "
                              f"non-negative node ids, one per {name} event in time order; got {got}.")
     # Negative ids beyond the events' nodes are allowed (they keep zero memory): size the tables for them.
-    num_nodes = int(torch.cat([src, dst, eval_negatives["val"].long(), eval_negatives["test"].long()]).max()) + 1
+    all_ids = torch.cat([src, dst, eval_negatives["val"].long(), eval_negatives["test"].long()])
+    num_nodes = int(all_ids.max()) + 1
 
     model = _PygTGN(stream, num_nodes, memory_dim, time_dim, embedding_dim, num_neighbors)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -293,14 +300,15 @@ def _smoke(path: str | None = None) -> dict:
     import pandas as pd
     import torch_geometric
 
-    csv = Path(path) if path else Path(__file__).resolve().parents[2].parent / "shared/datasets/uci/ml_uci.csv.gz"
+    root = Path(__file__).resolve().parents[2]  # project root; data lives in ../shared/datasets
+    csv = Path(path) if path else root.parent / "shared/datasets/uci/ml_uci.csv.gz"
     df = pd.read_csv(csv, index_col=0)
     ts = df["ts"].to_numpy()
     val_time, test_time = np.quantile(ts, [0.70, 0.85])
     t = torch.tensor(ts, dtype=torch.long)
     src, dst = (torch.tensor(df[c].to_numpy() - 1, dtype=torch.long) for c in ("u", "i"))  # 1-based ids
-    print(f"device cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-          f"torch {torch.__version__}, torch_geometric {torch_geometric.__version__}; {csv.name}: {len(df)} events")
+    print(f"device cpu ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
+          f"torch_geometric {torch_geometric.__version__}; {csv.name}: {len(df)} events")
     train, val, test = t <= val_time, (t > val_time) & (t <= test_time), t > test_time
     result = train_pyg_tgn(src, dst, t, torch.zeros(len(df), 0), train, val, test, epochs=1)
     print(result)
