@@ -142,7 +142,7 @@ class MemoryTGNN(L.LightningModule):
         size, q = batch.size, batch.num_negatives
         h_src, h_dst, h_neg = emb[:size], emb[size : 2 * size], emb[2 * size :].view(q, size, -1)
         pos = self.predictor(h_src, h_dst)
-        neg = self.predictor(h_src.unsqueeze(0).expand(q, -1, -1), h_neg).t()
+        neg = self.predictor.many(h_src, h_neg)
         return StepOutput(pos=pos, neg=neg, memory=memory)
 
     @staticmethod

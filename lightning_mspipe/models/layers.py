@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinkPredictor", "NeighborProjection", "SlotAttention", "TemporalAttention", "TimeEncoder", "masked_attention"]
+__all__ = ["LinkPredictor", "SlotAttention", "TemporalAttention", "TimeEncoder", "masked_attention"]
 
 
 class TimeEncoder(nn.Module):
@@ -26,7 +26,9 @@ class TimeEncoder(nn.Module):
             self.linear.bias.zero_()
 
     def forward(self, delta: Tensor) -> Tensor:
-        return torch.cos(self.linear(delta.to(self.linear.weight.dtype).unsqueeze(-1)))
+        # a broadcast multiply-add: a Linear with one input column is a slow matrix product
+        weight, bias = self.linear.weight.squeeze(1), self.linear.bias
+        return torch.cos(torch.addcmul(bias, delta.to(weight.dtype).unsqueeze(-1), weight))
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: nn.Module) -> Tensor:
@@ -75,40 +77,19 @@ def _check_heads(out_dim: int, heads: int) -> None:
         raise ValueError(f"attention: out_dim {out_dim} is not divisible by heads {heads}.")
 
 
-class NeighborProjection(nn.Module):
-    """``W · [s_u ‖ e ‖ φ(Δt)] + b`` for every neighbour slot, with the node part projected once per node.
-
-    The node states ``s_u`` repeat across slots (``U`` unique nodes for ``R · K`` slots), so the
-    node part is projected on ``[U, D]`` and gathered, which halves the cost of the key and value
-    projections against projecting the concatenation per slot (the same function).
-
-    Shapes:
-        - memory: ``[U, D]``; rows: ``[R, K]`` into ``U``; edge: ``[R, K, D_e]`` or ``None``;
-          time: ``[R, K, D_t]``; output: ``[R, K, D_out]``
-    """
-
-    def __init__(self, dim: int, edge_dim: int, time_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.node = nn.Linear(dim, out_dim)
-        self.edge = nn.Linear(edge_dim, out_dim, bias=False) if edge_dim else None
-        self.time = nn.Linear(time_dim, out_dim, bias=False)
-
-    def forward(self, memory: Tensor, rows: Tensor, edge: Tensor | None, time: Tensor) -> Tensor:
-        # index_select (not advanced indexing): its backward is a deterministic index_add on CPU
-        out = self.node(memory).index_select(0, rows.reshape(-1)).view(*rows.shape, -1) + self.time(time)
-        if self.edge is not None:
-            assert edge is not None, "TemporalAttention: the model has edge features but the batch has none"
-            out = out + self.edge(edge.to(out.dtype))
-        return out
-
-
 class TemporalAttention(nn.Module):
     """One layer of temporal graph attention (TGAT/TGN) over ``K`` sampled neighbours.
 
-    The query is the root's state (with the constant encoding of Δt = 0 folded into its bias);
-    keys and values project the neighbours' states, the features of the connecting events and
-    the encoding of the time since each interaction. The output mixes the attention result
-    with the root's state.
+    Keys and values are linear maps of ``[s_u ‖ e ‖ φ(Δt)]``: the neighbour's state, the
+    connecting event's features and the encoding of the time since the interaction. The query
+    is a linear map of the root's state (the constant encoding of Δt = 0 folds into its bias).
+    The output mixes the attention result with the root's state.
+
+    The computation is reassociated, with the same result as projecting every slot: node
+    states are projected once per node (``U`` rows, then gathered); the time and edge parts
+    enter the scores as ``(W_kᵀ q) · φ`` and the output as ``W_v (Σ_k w_k φ_k)``, so no
+    ``[R, K, D_out]`` projection of the ``[R, K, D_t]`` encodings is ever formed. This cuts the
+    cost of the layer from ``O(R·K·D_t·D_out)`` to ``O(R·K·(D_t + D_out) + U·D·D_out)``.
 
     Shapes:
         - root: ``[R, D]``; memory: ``[U, D]``; nbr_rows: ``[R, K]`` rows of ``memory``
@@ -121,26 +102,59 @@ class TemporalAttention(nn.Module):
     ) -> None:
         super().__init__()
         _check_heads(out_dim, heads)
-        self.heads = heads
+        self.heads, self.head_dim, self.edge_dim = heads, out_dim // heads, edge_dim
         self.time_encoder = TimeEncoder(time_dim)
         self.query = nn.Linear(dim, out_dim)
-        self.key = NeighborProjection(dim, edge_dim, time_dim, out_dim)
-        self.value = NeighborProjection(dim, edge_dim, time_dim, out_dim)
+        self.key_node, self.value_node = nn.Linear(dim, out_dim), nn.Linear(dim, out_dim)
+        self.key_time, self.value_time = _weight(out_dim, time_dim), _weight(out_dim, time_dim)
+        if edge_dim:
+            self.key_edge, self.value_edge = _weight(out_dim, edge_dim), _weight(out_dim, edge_dim)
         self.merge = nn.Linear(out_dim + dim, out_dim)
         self.norm = nn.LayerNorm(out_dim)
         self.dropout = nn.Dropout(dropout)
+
+    def _per_head(self, weight: Tensor) -> Tensor:
+        """``[D_out, F]`` → ``[H, d, F]``."""
+        return weight.view(self.heads, self.head_dim, -1)
 
     def forward(
         self, root: Tensor, memory: Tensor, nbr_rows: Tensor, nbr_edge: Tensor | None, delta: Tensor, mask: Tensor
     ) -> Tensor:
         rows, k = nbr_rows.shape
-        time = self.time_encoder(delta)
-        q = self.query(root).view(rows, self.heads, -1)
-        keys = self.key(memory, nbr_rows, nbr_edge, time).view(rows, k, self.heads, -1)
-        values = self.value(memory, nbr_rows, nbr_edge, time).view(rows, k, self.heads, -1)
-        attended = masked_attention(q, keys, values, mask, self.dropout)
+        heads, head_dim = self.heads, self.head_dim
+        flat = nbr_rows.reshape(-1)
+        # index_select (not advanced indexing): its backward is a deterministic index_add on CPU
+        keys = self.key_node(memory).index_select(0, flat).view(rows, k, heads, head_dim)
+        values = self.value_node(memory).index_select(0, flat).view(rows, k, heads, head_dim)
+        q = self.query(root).view(rows, heads, head_dim)
+        parts = [(self.time_encoder(delta), self.key_time, self.value_time)]  # features [R, K, F]
+        if self.edge_dim:
+            assert nbr_edge is not None, "TemporalAttention: the model has edge features but the batch has none"
+            parts.append((nbr_edge.to(q.dtype), self.key_edge, self.value_edge))
+
+        score = (q.unsqueeze(1) * keys).sum(-1)  # [R, K, H]
+        for features, key_weight, _ in parts:
+            q_features = torch.bmm(q.transpose(0, 1), self._per_head(key_weight))  # [H, R, F]
+            score = score + torch.bmm(features, q_features.permute(1, 2, 0))
+        real = mask.unsqueeze(-1)
+        score = (score / math.sqrt(head_dim)).masked_fill(~real, torch.finfo(score.dtype).min)
+        weight = self.dropout(torch.softmax(score, dim=1) * real)  # rows with no real slot: all zero
+
+        attended = (weight.unsqueeze(-1) * values).sum(1)  # [R, H, d]
+        for features, _, value_weight in parts:
+            pooled = torch.bmm(weight.transpose(1, 2), features)  # [R, H, F]
+            projected = torch.bmm(pooled.transpose(0, 1), self._per_head(value_weight).transpose(1, 2))  # [H, R, d]
+            attended = attended + projected.transpose(0, 1)
+        attended = attended.reshape(rows, heads * head_dim)
         out = self.merge(torch.cat([self.dropout(torch.relu(attended)), root], dim=1))
         return self.norm(out)
+
+
+def _weight(out_dim: int, in_dim: int) -> nn.Parameter:
+    """A ``[out_dim, in_dim]`` weight initialised like ``nn.Linear``'s."""
+    weight = nn.Parameter(torch.empty(out_dim, in_dim))
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    return weight
 
 
 class LinkPredictor(nn.Module):
@@ -158,3 +172,11 @@ class LinkPredictor(nn.Module):
 
     def forward(self, src: Tensor, dst: Tensor) -> Tensor:
         return self.out(torch.relu(self.src(src) + self.dst(dst))).squeeze(-1)
+
+    def many(self, src: Tensor, dst: Tensor) -> Tensor:
+        """Scores of each source against ``Q`` destinations, projecting each source once.
+
+        Shapes:
+            - src: ``[P, D]``; dst: ``[Q, P, D]``; output: ``[P, Q]`` logits
+        """
+        return self.out(torch.relu(self.src(src).unsqueeze(0) + self.dst(dst))).squeeze(-1).t()
