@@ -127,6 +127,19 @@ class MSPipeStrategy(SingleDeviceStrategy):
         log.info("MSPipeStrategy: pipelining training with max_staleness=%s, mode=%s", self.max_staleness, self.mode)
         return self.pipeline
 
+    @override
+    def on_exception(self, exception: BaseException) -> None:
+        """Stop the producer thread when training ends with an error or Ctrl-C."""
+        if self.pipeline is not None:
+            self.pipeline.close()
+        super().on_exception(exception)
+
+    @override
+    def teardown(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+        super().teardown()
+
     @classmethod
     @override
     def register_strategies(cls, strategy_registry: Any) -> None:

@@ -274,6 +274,10 @@ class PipelinedLoader:
         assert item.index == index, f"pipeline order broken: expected batch {index}, got {item.index}"
         return self._finish_transfer(item)
 
+    def close(self) -> None:
+        """Stop the producer thread now (on an exception, Ctrl-C or teardown); the next epoch starts a new one."""
+        self._shutdown()
+
     def _shutdown(self) -> None:
         self._stop.set()
         thread, self._thread = self._thread, None

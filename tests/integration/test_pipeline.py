@@ -219,3 +219,14 @@ def test_mitigation_runs_and_reports_its_share():
     mitigation = StalenessMitigation(lam=0.5, quantile=0.5)
     fit(strategy=MSPipeStrategy(max_staleness=3, mode="exact", mitigation=mitigation), epochs=1)
     assert mitigation.seen_roots > 0 and 0 < mitigation.blended_share < 1
+
+
+def test_ctrl_c_stops_the_producer():
+    class Interrupt(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit):  # Lightning ends a Ctrl-C'd run with exit status 1
+        fit(strategy=MSPipeStrategy(max_staleness=2), callbacks=[Interrupt()])
+    assert no_producer_threads()
