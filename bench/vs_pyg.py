@@ -14,11 +14,9 @@ Usage: ``python bench/vs_pyg.py [--datasets wikipedia uci] [--epochs 3] [--seed 
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import lightning as L
@@ -26,16 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DATASETS, write_results  # noqa: E402
+from bench._common import bench_trainer, load_dataset, quiet_lightning, write_results  # noqa: E402
 from bench.peers.pyg_tgn import train_pyg_tgn  # noqa: E402
-from lightning_mspipe.data import load_events  # noqa: E402
 from lightning_mspipe.data.datamodule import TemporalDataModule  # noqa: E402
 from lightning_mspipe.models import TGN  # noqa: E402
 
-FILES = {
-    "wikipedia": ("wikipedia/wikipedia_edges.csv.gz", {}),
-    "uci": ("uci/ml_uci.csv.gz", {"edge_features": False, "node_features": False}),  # all-zero features
-}
+DATA_SETS = ("wikipedia", "uci")
 HPARAMS = dict(batch_size=600, num_neighbors=10, memory_dim=100, time_dim=100, embedding_dim=100, lr=1e-4)
 
 
@@ -57,8 +51,7 @@ def run_ours(dm: TemporalDataModule, epochs: int, seed: int) -> dict:
     model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, memory_dim=100, time_dim=100, embedding_dim=100,
                 lr=HPARAMS["lr"])
     timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer])
+    trainer = bench_trainer(max_epochs=epochs, limit_val_batches=0, callbacks=[timer])
     trainer.fit(model, dm)
     trainer.validate(model, dm, verbose=False)  # memory continues through validation, then test
     test = trainer.test(model, dm, verbose=False)[0]
@@ -84,19 +77,17 @@ def run_pyg(dm: TemporalDataModule, epochs: int, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(FILES), choices=list(FILES))
+    parser.add_argument("--datasets", nargs="+", default=list(DATA_SETS), choices=list(DATA_SETS))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning").setLevel(logging.ERROR)
+    quiet_lightning()
     print(f"device cpu, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
 
     rows = []
     for name in args.datasets:
-        path, options = FILES[name]
-        events = load_events(DATASETS / path, **options)
+        events = load_dataset(name)
         dm = TemporalDataModule(events=events, batch_size=HPARAMS["batch_size"], num_neighbors=HPARAMS["num_neighbors"],
                                 mrr_negatives=1, seed=args.seed)
         print(f"{name}: {events}; split {dm.split_sizes()}", flush=True)
