@@ -8,7 +8,7 @@ VENV   ?= .venv
 TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install fit test bench-sampler clean
+.PHONY: install fit test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
