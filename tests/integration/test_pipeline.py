@@ -7,6 +7,8 @@ import time
 import lightning as L
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_mspipe import MSPipeStrategy, PipelineStats, StalenessGuard, StalenessMitigation
@@ -93,26 +95,31 @@ def slow_writes(seed, scale=0.004):
     return SlowWrite()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_exact_mode_is_timing_independent_and_bounded(seed):
+PROPERTY = settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@PROPERTY
+@given(delays=st.lists(st.integers(0, 10**6), min_size=2, max_size=2, unique=True), bound=st.integers(1, 3))
+def test_exact_mode_is_timing_independent_and_bounded(delays, bound):
     results = []
-    for delays in (seed, seed + 10):
-        strategy = MSPipeStrategy(max_staleness=2, mode="exact")
-        strategy.fault_hook = random_delays(delays)
-        model, recorder, trainer = fit(strategy=strategy, callbacks=[slow_writes(delays)])
-        assert all(index - version == min(index, 2) for index, version in recorder.seen)
+    for seed in delays:
+        strategy = MSPipeStrategy(max_staleness=bound, mode="exact")
+        strategy.fault_hook = random_delays(seed)
+        model, recorder, _ = fit(strategy=strategy, callbacks=[slow_writes(seed)])
+        assert all(index - version == min(index, bound) for index, version in recorder.seen)
         results.append((model, recorder))
     (a, rec_a), (b, rec_b) = results
     assert rec_a.losses == rec_b.losses
     assert_same_model(a, b)
 
 
-@pytest.mark.parametrize("bound", [1, 3])
-def test_bounded_mode_never_exceeds_the_bound_under_random_delays(bound):
+@PROPERTY
+@given(seed=st.integers(0, 10**6), bound=st.integers(0, 3))
+def test_bounded_mode_never_exceeds_the_bound_under_random_delays(seed, bound):
     strategy = MSPipeStrategy(max_staleness=bound)
-    strategy.fault_hook = random_delays(bound)
+    strategy.fault_hook = random_delays(seed)
     guard = StalenessGuard()
-    model, recorder, trainer = fit(strategy=strategy, callbacks=[slow_writes(bound), guard])
+    model, recorder, trainer = fit(strategy=strategy, callbacks=[slow_writes(seed), guard])
     assert max(guard.histogram) <= bound and sum(guard.histogram.values()) == len(recorder.losses)
     # writes are committed in batch order: one version per batch, increasing within an epoch
     per_epoch = len(recorder.losses) // 2
