@@ -110,6 +110,7 @@ class MemoryStore(nn.Module):
         self.register_buffer("mail_count", torch.zeros(num_nodes, dtype=torch.int64))
         self.register_buffer("version", torch.zeros((), dtype=torch.int64))
         self._lock = threading.Condition(threading.RLock())
+        self._version = 0  # host mirror of the version buffer
         self._written: list[Tensor] = []
         self._frames: list[list[tuple[Tensor, Tensor, dict[str, Tensor]]]] = []
         if pin_memory:
@@ -132,8 +133,8 @@ class MemoryStore(nn.Module):
 
     @property
     def current_version(self) -> int:
-        """Committed writes so far (reads a scalar buffer; a host sync when the store is on a GPU)."""
-        return int(self.version)
+        """Committed writes so far (a host-side mirror of the ``version`` buffer: no device sync)."""
+        return self._version
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         """Keep pinned host buffers on the host when the module moves to a device."""
@@ -152,6 +153,7 @@ class MemoryStore(nn.Module):
             )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._written = [torch.arange(self.num_nodes, device=self.device)]
+        self._version = int(self.version)
 
     # ------------------------------------------------------------------ read / write
     def gather(self, nodes: Tensor) -> MemorySnapshot:
@@ -166,7 +168,7 @@ class MemoryStore(nn.Module):
                 mailbox=self.mailbox[nodes],
                 mail_ts=self.mail_ts[nodes],
                 mail_mask=slot.unsqueeze(0) < valid_slots.unsqueeze(1),
-                version=int(self.version),
+                version=self._version,
             )
 
     def scatter(self, write: MemoryWrite) -> int:
@@ -187,8 +189,9 @@ class MemoryStore(nn.Module):
             self.mail_ts[write.mail_nodes, slot] = write.mail_ts.to(torch.float64)
             self.mail_count[write.mail_nodes] += 1
             self.version += 1
+            self._version += 1
             self._lock.notify_all()
-            return int(self.version)
+            return self._version
 
     def wait_for_version(self, version: int, timeout: float) -> bool:
         """Block until at least ``version`` writes are committed or ``timeout`` seconds pass.
@@ -197,7 +200,7 @@ class MemoryStore(nn.Module):
             Whether the version was reached.
         """
         with self._lock:
-            return self._lock.wait_for(lambda: int(self.version) >= version, timeout=timeout)
+            return self._lock.wait_for(lambda: self._version >= version, timeout=timeout)
 
     # ------------------------------------------------------------------ reset and journal
     def reset(self) -> None:
@@ -210,6 +213,7 @@ class MemoryStore(nn.Module):
             self._written.clear()
             self._frames.clear()
             self.version.zero_()
+            self._version = 0
             self._lock.notify_all()
 
     def begin_journal(self) -> None:
@@ -234,6 +238,7 @@ class MemoryStore(nn.Module):
                 for name, values in before.items():
                     getattr(self, name)[rows] = values
                 self.version.copy_(version)
+                self._version = int(version)
 
     def journal_state(self) -> list[list[dict[str, Tensor]]]:
         """The open frames as plain tensors (for checkpoints)."""
