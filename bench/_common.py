@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,51 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     if not values:
         raise ValueError("mean_std: no values.")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+class CoTenantMeter:
+    """Share of the machine's CPU time used by other processes since construction (Linux ``/proc``).
+
+    On a small shared machine another job's threads oversubscribe the cores; a torch step with
+    several OpenMP threads then slows down by an order of magnitude (measured by bench/pipeline.py
+    on 2 cores: a TGN step went from ~60 ms to ~1.4 s while a second torch process ran), so a
+    benchmark run should know whether it ran alone. ``share()`` is ``None`` where ``/proc`` is missing.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                values = [int(x) for x in f.readline().split()[1:9]]  # user … steal (guest is inside user)
+            with open("/proc/self/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        busy = sum(values) - values[3] - values[4]  # all but idle and iowait
+        return busy, sum(values), int(fields[11]) + int(fields[12])  # utime + stime of every thread of ours
+
+    def share(self) -> float | None:
+        """Other processes' CPU time / all CPU time (busy or idle) since construction."""
+        end = self._read()
+        if self._start is None or end is None:
+            return None
+        busy, total, mine = (b - a for a, b in zip(self._start, end))
+        return max(busy - mine, 0) / total if total > 0 else 0.0
+
+
+def wait_for_quiet(threshold: float, max_wait: float, sample: float = 2.0) -> float:
+    """Wait until other processes use less than ``threshold`` of the CPU over ``sample`` seconds.
+
+    Returns:
+        Seconds waited (at most about ``max_wait``; then it gives up and returns).
+    """
+    started = time.perf_counter()
+    while True:
+        meter = CoTenantMeter()
+        time.sleep(sample)
+        share = meter.share()
+        if share is None or share < threshold or time.perf_counter() - started >= max_wait:
+            return time.perf_counter() - started
