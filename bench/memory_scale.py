@@ -22,7 +22,10 @@ one training epoch through ``lightning.Trainer``, then ``trainer.validate``. Mea
 - **naive references**: zeroing every store buffer in full (``buf.zero_()``) for the reset, and a
   full snapshot (``buf.clone()``) plus full restore (``buf.copy_``) for the switch: both O(N).
 
-Times are medians over ``--repeats`` repeats. Run from the repository root (about 5 minutes)::
+Times are medians over ``--repeats`` repeats. The machine is shared: before each size the script
+waits (at most ``--max-wait`` s) until other processes use less than ``--quiet-below`` of the CPU,
+and records the share they used while the size ran (``CoTenantMeter``; a busy neighbour slows a
+torch step by up to 10x on 2 cores). Run from the repository root (a few minutes)::
 
     nice -n 10 python bench/memory_scale.py [--sizes 10000 100000 1000000] [--events 60000]
 
@@ -48,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import bench_trainer, quiet_lightning, write_results  # noqa: E402
+from bench._common import CoTenantMeter, bench_trainer, quiet_lightning, wait_for_quiet, write_results  # noqa: E402
 from lightning_mspipe.data.datamodule import TemporalDataModule  # noqa: E402
 from lightning_mspipe.data.synthetic import synthetic_events  # noqa: E402
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite  # noqa: E402
@@ -104,6 +107,7 @@ def record_writes(store: MemoryStore) -> list[MemoryWrite]:
 def measure_size(num_nodes: int, num_events: int, repeats: int) -> dict[str, Any]:
     """Everything for one graph size; runs in its own process (see ``--child``)."""
     quiet_lightning()
+    meter = CoTenantMeter()  # in the child, so that its own CPU time is not counted as another process's
     rss = {"after_import": peak_rss_mib()}
     events = synthetic_events(num_nodes, num_events, seed=0)
     dm = TemporalDataModule(events=events, batch_size=BATCH_SIZE, num_neighbors=10, mrr_negatives=1, seed=0)
@@ -179,7 +183,7 @@ def measure_size(num_nodes: int, num_events: int, repeats: int) -> dict[str, Any
         "reset_ms": reset_ms, "naive_zero_ms": naive_zero_ms,
         "switch_open_ms": open_ms, "val_writes_ms": val_plain_ms, "val_writes_with_journal_ms": val_journal_ms,
         "rewind_ms": rewind_ms, "naive_snapshot_ms": snapshot_ms, "naive_restore_ms": restore_ms,
-        "repeats": repeats,
+        "repeats": repeats, "co_tenant_share": meter.share(),
     }
 
 
@@ -193,20 +197,22 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         f"{WARMUP_BATCHES} warm-up ones). Peak RSS: increase of `getrusage(RUSAGE_SELF).ru_maxrss` from after the "
         "imports to after training (whole process: events, graph, store, activations, allocator caches); *store* is the "
         "sum of the memory store's buffers. The store's state on each repeat is exactly that of the end of the "
-        "training epoch (its recorded writes replayed untimed).",
+        "training epoch (its recorded writes replayed untimed). *others' CPU*: share of the machine's CPU time used by "
+        "other processes while that size ran (`CoTenantMeter`; each size waits for a quiet machine first).",
         "",
         "| N | store MiB | peak RSS +MiB | train batch ms (p90) | rows written (epoch / val) | reset ms | naive zero ms "
-        "| open eval frame ms | val writes ms (+journal) | rewind ms | naive snapshot + restore ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| open eval frame ms | val writes ms (+journal) | rewind ms | naive snapshot + restore ms | others' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p90 = f" ({r['train_batch_ms_p90']:.0f})" if r["train_batch_ms_p90"] is not None else ""
+        share = "n/a" if r.get("co_tenant_share") is None else f"{100 * r['co_tenant_share']:.0f}%"
         lines.append(
             f"| {r['num_nodes']:,} | {r['store_mib']:.0f} | {r['peak_rss_increase_train_mib']:.0f} | "
             f"{r['train_batch_ms_median']:.0f}{p90} | {r['rows_written_train_epoch']:,} / {r['rows_written_validation']:,} | "
             f"{r['reset_ms']:.2f} | {r['naive_zero_ms']:.2f} | {r['switch_open_ms']:.3f} | "
             f"{r['val_writes_ms']:.1f} (+{r['val_writes_with_journal_ms'] - r['val_writes_ms']:.1f}) | "
-            f"{r['rewind_ms']:.2f} | {r['naive_snapshot_ms']:.1f} + {r['naive_restore_ms']:.1f} |"
+            f"{r['rewind_ms']:.2f} | {r['naive_snapshot_ms']:.1f} + {r['naive_restore_ms']:.1f} | {share} |"
         )
     lines += [
         "",
@@ -226,6 +232,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quiet-below", type=float, default=0.15,
+                        help="before each size, wait until other processes use less than this share of the CPU")
+    parser.add_argument("--max-wait", type=float, default=300.0, help="give up waiting for a quiet machine after this")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)  # internal: one size, JSON out
     args = parser.parse_args()
@@ -239,10 +248,11 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--child", str(size), "--events", str(args.events), "--repeats", str(args.repeats)]
+        waited = wait_for_quiet(args.quiet_below, max_wait=args.max_wait)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"bench/memory_scale.py: the run for N={size:,} failed:\n{proc.stderr[-4000:]}")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row = json.loads(proc.stdout.strip().splitlines()[-1]) | {"waited_s": waited}
         rows.append(row)
         print(f"N={size:,}: train batch {row['train_batch_ms_median']:.0f} ms, peak RSS +{row['peak_rss_increase_train_mib']:.0f} "
               f"MiB (store {row['store_mib']:.0f} MiB), reset {row['reset_ms']:.2f} ms vs naive {row['naive_zero_ms']:.2f} ms, "
