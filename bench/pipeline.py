@@ -426,7 +426,9 @@ def run_configs(
         for config in configs[r % len(configs) :] + configs[: r % len(configs)]:
             for attempt in range(args.retries + 1):
                 waited = (
-                    wait_for_quiet(args.quiet_threshold, args.quiet_wait) if args.quiet_threshold > 0 else 0.0
+                    wait_for_quiet(args.quiet_threshold, args.quiet_wait, sample=1.0)
+                    if args.quiet_threshold > 0
+                    else 0.0
                 )
                 meter = CoTenantMeter()
                 row = run_row(model_name, config, events, args, part, **kwargs)
@@ -819,6 +821,53 @@ def main(argv: list[str] | None = None) -> None:
         """An untimed short fit, so the first measured run does not pay one-time costs (allocator, lazy init)."""
         run_row(model_name, Config.parse("seq"), events, args, "warm-up", max_batches=5, test=False)
 
+    def save(final: bool) -> None:
+        """Write the results so far (after every model block, so an interrupted run keeps them)."""
+        add_ratios(rows)
+        emulation = emulation_summary(rows)
+        elapsed = time.perf_counter() - started
+        config = {
+            "data": f"{events.name}: {events.num_events:,} events, {events.num_nodes:,} nodes, edge features "
+            f"{EDGE_DIM}-dim float32 randn (seed {args.seed}) in host memory",
+            "model": MODEL_ARGS,
+            "data_module": {**DATA_ARGS, "mrr_negatives": args.mrr_negatives, "seed": args.seed},
+            "epochs": args.epochs,
+            "max_train_batches": args.max_train_batches,
+            "emulate_batches": args.emulate_batches,
+            "repeats": args.repeats,
+            "quiet_threshold": args.quiet_threshold,
+            "quiet_wait_s": args.quiet_wait,
+            "retries": args.retries,
+            "plan": plan_items,
+            "parts": sorted(parts),
+            "device": args.device,
+            "memory_store": "pinned host memory" if cuda else "host memory",
+            "git": git_state(),
+            "command": " ".join(["bench/pipeline.py", *(argv if argv is not None else sys.argv[1:])]),
+            "wall_s": elapsed,
+            "complete": final,
+            "load_average_at_end": os.getloadavg(),
+        }
+        markdown = render_markdown(rows, emulation, config, cuda)
+        if not final:
+            markdown = markdown.replace(
+                "\n", "\n\n**Partial results: the run is still going or was interrupted.**\n", 1
+            )
+        paths = write_results(
+            f"pipeline_{tag}", {"config": config, "rows": rows, "emulated": emulation}, markdown, args.out
+        )
+        if final:
+            print()
+            print(table(rows))
+            for e in emulation:
+                print(
+                    f"EMULATED {e['part']} {e['config']}: speed-up {e['speedup']:.2f}× vs ideal "
+                    f"{e['ideal_speedup']:.2f}× ({e['speedup_share_of_ideal']:.0%}); implementation bound "
+                    f"{e['implementation_bound_speedup']:.2f}×; efficiency {e['efficiency']:.3f}"
+                )
+            print("\n".join(target_checks(rows, emulation)))
+            print(f"\nwrote {paths[0]} and {paths[1]} ({elapsed / 60:.1f} min)")
+
     if "1" in parts:
         for model_name, configs in plan:
             log.info(
@@ -840,6 +889,7 @@ def main(argv: list[str] | None = None) -> None:
                 max_batches=args.max_train_batches,
                 test=not args.skip_test,
             )
+            save(final=False)
     if "2" in parts:
         emulated_configs = [Config.parse(t) for t in args.emulate_configs.split(",")]
         warm_up(args.emulate_model)
@@ -881,45 +931,8 @@ def main(argv: list[str] | None = None) -> None:
                 max_batches=args.emulate_batches,
                 test=False,
             )
-    add_ratios(rows)
-    emulation = emulation_summary(rows)
-    elapsed = time.perf_counter() - started
-
-    config = {
-        "data": f"{events.name}: {events.num_events:,} events, {events.num_nodes:,} nodes, edge features {EDGE_DIM}-dim "
-        f"float32 randn (seed {args.seed}) in host memory",
-        "model": MODEL_ARGS,
-        "data_module": {**DATA_ARGS, "mrr_negatives": args.mrr_negatives, "seed": args.seed},
-        "epochs": args.epochs,
-        "max_train_batches": args.max_train_batches,
-        "emulate_batches": args.emulate_batches,
-        "repeats": args.repeats,
-        "quiet_threshold": args.quiet_threshold,
-        "quiet_wait_s": args.quiet_wait,
-        "retries": args.retries,
-        "plan": plan_items,
-        "parts": sorted(parts),
-        "device": args.device,
-        "memory_store": "pinned host memory" if cuda else "host memory",
-        "git": git_state(),
-        "command": " ".join(["bench/pipeline.py", *(argv if argv is not None else sys.argv[1:])]),
-        "wall_s": elapsed,
-        "load_average_at_end": os.getloadavg(),
-    }
-    print()
-    print(table(rows))
-    for e in emulation:
-        print(
-            f"EMULATED {e['part']} {e['config']}: speed-up {e['speedup']:.2f}× vs ideal {e['ideal_speedup']:.2f}× "
-            f"({e['speedup_share_of_ideal']:.0%}); implementation bound {e['implementation_bound_speedup']:.2f}×; "
-            f"efficiency {e['efficiency']:.3f}"
-        )
-    print("\n".join(target_checks(rows, emulation)))
-    markdown = render_markdown(rows, emulation, config, cuda)
-    json_path, md_path = write_results(
-        f"pipeline_{tag}", {"config": config, "rows": rows, "emulated": emulation}, markdown, args.out
-    )
-    print(f"\nwrote {json_path} and {md_path} ({elapsed / 60:.1f} min)")
+            save(final=False)
+    save(final=True)
 
 
 if __name__ == "__main__":
