@@ -575,10 +575,9 @@ def git_state() -> str:
             capture_output=True,
             text=True,
             check=False,
-        ).stdout.strip()
-        return head + (
-            " + uncommitted changes in " + ", ".join(line[3:] for line in dirty.splitlines()) if dirty else ""
-        )
+        ).stdout  # not stripped: each line is "XY path", and X may be a space
+        changed = [line[3:] for line in dirty.splitlines() if line.strip()]
+        return head + (" + uncommitted changes in " + ", ".join(changed) if changed else "")
     except OSError:
         return "unknown"
 
