@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lightning_mspipe.data.events import EventStream
 from lightning_mspipe.data.graph import TemporalGraph
-from lightning_mspipe.data.loader import TemporalBatchLoader
+from lightning_mspipe.data.loader import NEIGHBOR_VISIBILITY, TemporalBatchLoader
 from lightning_mspipe.data.negatives import DestinationSampler, batch_generator, fixed_negatives
 from lightning_mspipe.data.synthetic import synthetic_events
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _SAMPLING = ("recent", "uniform")
 _TRAIN_NEGATIVES = ("all", "train_dst")
+_EVAL_NEGATIVES = ("all", "dst")
 
 
 @dataclass
@@ -100,12 +101,19 @@ class TemporalDataModule(L.LightningDataModule):
         new_node_ratio: Share of evaluation nodes held out of training (inductive protocol).
         num_neighbors: Temporal neighbours sampled per root.
         sampling: ``"recent"`` (most recent neighbours) or ``"uniform"``.
+        neighbor_visibility: ``"time"`` (default: a root sees every event strictly earlier
+            than its time, earlier events of its batch included, as TGN, TGL and DyGLib) or
+            ``"batch"`` (the whole batch is hidden, as PyG's ``LastNeighborLoader``).
         train_negatives: ``"all"`` (uniform over all nodes) or ``"train_dst"`` (over the
             destinations seen in training).
+        eval_negatives: ``"all"`` (uniform over all nodes) or ``"dst"`` (over the nodes that are
+            ever a destination, as DyGLib and TGB draw them; on a bipartite stream this keeps
+            sources out of the negatives).
         mrr_negatives: Fixed negatives per test event for one-vs-many MRR (column 0 also serves AP).
         val_mrr: Give validation events ``mrr_negatives`` negatives too (slower); otherwise one.
         seed: Seed of the split, the negatives and the synthetic data.
-        synthetic_nodes, synthetic_events: Size of the built-in synthetic stream.
+        synthetic_nodes, synthetic_events, synthetic_edge_dim: Size and edge-feature width of
+            the built-in synthetic stream (:func:`~lightning_mspipe.data.synthetic_events`).
         read_options: Extra keyword arguments for the reader.
 
     Raises:
@@ -118,18 +126,21 @@ class TemporalDataModule(L.LightningDataModule):
         events: EventStream | None = None,
         path: str | None = None,
         format: str = "auto",
-        batch_size: int = 600,
+        batch_size: int = 200,
         val_ratio: float = 0.15,
         test_ratio: float = 0.15,
         new_node_ratio: float = 0.1,
         num_neighbors: int = 10,
         sampling: str = "recent",
+        neighbor_visibility: str = "time",
         train_negatives: str = "all",
-        mrr_negatives: int = 100,
+        eval_negatives: str = "all",
+        mrr_negatives: int = 20,
         val_mrr: bool = False,
         seed: int = 0,
         synthetic_nodes: int = 1000,
         synthetic_events: int = 30_000,
+        synthetic_edge_dim: int = 8,
         read_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -147,9 +158,18 @@ class TemporalDataModule(L.LightningDataModule):
             raise ValueError(f"TemporalDataModule: num_neighbors must be ≥ 1, got {num_neighbors}.")
         if sampling not in _SAMPLING:
             raise ValueError(f"TemporalDataModule: unknown sampling {sampling!r}; choose one of {_SAMPLING}.")
+        if neighbor_visibility not in NEIGHBOR_VISIBILITY:
+            raise ValueError(
+                f"TemporalDataModule: unknown neighbor_visibility {neighbor_visibility!r}; "
+                f"choose one of {NEIGHBOR_VISIBILITY}."
+            )
         if train_negatives not in _TRAIN_NEGATIVES:
             raise ValueError(
                 f"TemporalDataModule: unknown train_negatives {train_negatives!r}; choose one of {_TRAIN_NEGATIVES}."
+            )
+        if eval_negatives not in _EVAL_NEGATIVES:
+            raise ValueError(
+                f"TemporalDataModule: unknown eval_negatives {eval_negatives!r}; choose one of {_EVAL_NEGATIVES}."
             )
         if mrr_negatives < 1:
             raise ValueError(f"TemporalDataModule: mrr_negatives must be ≥ 1, got {mrr_negatives}.")
@@ -200,9 +220,8 @@ class TemporalDataModule(L.LightningDataModule):
         return self._eval_loader(self.split.test, self.split.test_new_node, self.hparams.mrr_negatives, stage_key=2)
 
     def _eval_loader(self, eids: Tensor, new_node: Tensor, q: int, stage_key: int) -> TemporalBatchLoader:
-        negatives = fixed_negatives(
-            self.events.dst[eids], q, torch.arange(self.num_nodes), seed=self.hparams.seed * 7919 + stage_key
-        )
+        candidates = torch.arange(self.num_nodes) if self.hparams.eval_negatives == "all" else self.events.dst.unique()
+        negatives = fixed_negatives(self.events.dst[eids], q, candidates, seed=self.hparams.seed * 7919 + stage_key)
         return self._loader(eids, self.full_graph, negatives=negatives, new_node=new_node)
 
     def _loader(self, eids: Tensor, graph: TemporalGraph, **kwargs: Any) -> TemporalBatchLoader:
@@ -216,6 +235,7 @@ class TemporalDataModule(L.LightningDataModule):
             self.hparams.batch_size,
             self.hparams.num_neighbors,
             sampling=self.hparams.sampling,
+            visibility=self.hparams.neighbor_visibility,
             seed=self.hparams.seed,
             rank=rank,
             world_size=world_size,
@@ -234,7 +254,8 @@ class TemporalDataModule(L.LightningDataModule):
             from lightning_mspipe.data.formats import load_events
 
             return load_events(Path(path), format=format, **options)
-        return synthetic_events(self.hparams.synthetic_nodes, self.hparams.synthetic_events, seed=self.hparams.seed)
+        hp = self.hparams
+        return synthetic_events(hp.synthetic_nodes, hp.synthetic_events, hp.synthetic_edge_dim, seed=hp.seed)
 
     def _check_split_sizes(self) -> None:
         sizes = self.split_sizes()

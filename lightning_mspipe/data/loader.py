@@ -13,7 +13,10 @@ from lightning_mspipe.data.events import EventStream
 from lightning_mspipe.data.graph import TemporalGraph
 from lightning_mspipe.data.negatives import DestinationSampler, batch_generator
 
-__all__ = ["TemporalBatchLoader"]
+__all__ = ["NEIGHBOR_VISIBILITY", "TemporalBatchLoader"]
+
+#: Neighbour visibility rules accepted by :class:`TemporalBatchLoader`.
+NEIGHBOR_VISIBILITY: tuple[str, ...] = ("time", "batch")
 
 
 class TemporalBatchLoader:
@@ -21,7 +24,13 @@ class TemporalBatchLoader:
 
     Batch ``j`` holds the split's events ``j·batch_size … (j+1)·batch_size − 1`` in stream order
     (never shuffled). With ``world_size = W > 1``, rank ``r`` gets the ``r``-th of ``W`` contiguous
-    slices of every global batch, while all ranks hide the whole global batch from sampling.
+    slices of every global batch.
+
+    Neighbour visibility (DESIGN.md §2): with ``visibility="time"`` (the default, as in TGN's
+    reference code, TGL and DyGLib) a root sees every event strictly earlier than its own time,
+    earlier events of its own batch included; ``"batch"`` hides the whole global batch from
+    every root, as PyG's ``LastNeighborLoader`` does. Memory never sees the batch's own events
+    either way: it is written after the step.
 
     Iterating runs stage 1 (:meth:`sample`) and stage 2 (:meth:`fetch_features`) for each batch;
     the pipeline calls the two stages itself to time and overlap them. All random draws of
@@ -39,6 +48,7 @@ class TemporalBatchLoader:
         negative_sampler: Draws training negatives when ``negatives`` is ``None``.
         num_negatives: Negatives per positive drawn by ``negative_sampler``.
         new_node: Whether each event of the split touches a node unseen in training.
+        visibility: ``"time"`` or ``"batch"`` (see above).
         seed: Seed of the per-batch generators.
         rank, world_size: This process's slice of each global batch.
 
@@ -59,6 +69,7 @@ class TemporalBatchLoader:
         negative_sampler: DestinationSampler | None = None,
         num_negatives: int = 1,
         new_node: Tensor | None = None,
+        visibility: str = "time",
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -67,6 +78,10 @@ class TemporalBatchLoader:
             raise ValueError(f"TemporalBatchLoader: batch_size must be ≥ 1, got {batch_size}.")
         if negatives is None and negative_sampler is None:
             raise ValueError("TemporalBatchLoader: pass fixed `negatives` or a `sampler` to draw them.")
+        if visibility not in NEIGHBOR_VISIBILITY:
+            raise ValueError(
+                f"TemporalBatchLoader: unknown visibility {visibility!r}; choose one of {NEIGHBOR_VISIBILITY}."
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"TemporalBatchLoader: rank {rank} is outside 0 … {world_size - 1}.")
         if batch_size < world_size:
@@ -84,6 +99,7 @@ class TemporalBatchLoader:
         self.negative_sampler = negative_sampler
         self.num_negatives = num_negatives
         self.new_node = new_node
+        self.visibility = visibility
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -101,7 +117,8 @@ class TemporalBatchLoader:
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.eids.numel())
         positions = torch.arange(start, stop)
-        hide_from = self.eids[start]  # the whole global batch is hidden from every rank
+        # "batch": the whole global batch is hidden from every rank; "time": the time rule alone
+        hide_from = int(self.eids[start]) if self.visibility == "batch" else None
         if self.world_size > 1:
             positions = torch.tensor_split(positions, self.world_size)[self.rank]
         eids = self.eids[positions]
@@ -126,7 +143,7 @@ class TemporalBatchLoader:
             batch.root_times(),
             self.num_neighbors,
             strategy=self.sampling,
-            max_eid=int(hide_from),
+            max_eid=hide_from,
             generator=generator,
         )
         return batch

@@ -18,7 +18,8 @@ class MemoryPhases:
     training; test continues from the memory after validation. Each evaluation phase opens a
     journal frame on the store, so it can be undone in O(touched rows):
 
-    - the sanity check's validation is undone when it ends (it must not change memory);
+    - the sanity check's validation is undone when it ends (it must not change memory), and so
+      is a validation in the middle of a training epoch (``val_check_interval < 1``);
     - a second validation (``trainer.validate`` after ``fit``) first undoes the first one, so
       validation events are never applied twice;
     - a test when the memory has not seen validation first replays the validation events
@@ -45,10 +46,14 @@ class MemoryPhases:
             self.position = VAL
         self.store.begin_journal()
 
-    def end_validation(self) -> None:
-        """Undo the sanity check's writes; a real validation keeps its frame open."""
-        if self._in_sanity_check:
+    def end_validation(self, training_continues: bool = False) -> None:
+        """Undo the sanity check's writes, and a mid-epoch validation's (``training_continues``:
+        training goes on from the memory it had, exactly as without the validation); a
+        validation at the end of training keeps its frame open for the test."""
+        if self._in_sanity_check or training_continues:
             self.store.rollback()
+            if not self._in_sanity_check:
+                self.position = TRAIN
             self._in_sanity_check = False
 
     def start_test(self, replay_validation: Callable[[], None]) -> None:

@@ -1,8 +1,10 @@
 """Memory updaters: GRU (TGN), RNN (JODIE) and attention over the mailbox (APAN).
 
-Every updater maps a :class:`~lightning_mspipe.memory.store.MemorySnapshot` to the nodes' new
-memory. A node's pending mails are those in its mailbox (``mail_mask``); a node without mail
-keeps its memory. The input of a mail is ``[mail ‖ time_enc(mail_ts − last_update)]``.
+Every updater maps a :class:`~lightning_mspipe.memory.store.MemorySnapshot` to new memory. A
+node's pending mails are those in its mailbox (``mail_mask``); a node without mail keeps its
+memory. The input of a mail is ``[mail ‖ time_enc(Δt)]`` where Δt is, by default, the time from
+the memory's last update to the mail (TGN's message time), or, when query times are given, the
+age of the mail at the query time (TGL's and APAN's rule: the result depends on when it is asked).
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_mspipe.layers import SlotAttention, TimeEncoder
 from lightning_mspipe.memory.store import MemorySnapshot
-from lightning_mspipe.models.layers import SlotAttention, TimeEncoder
 
 __all__ = ["AttentionUpdater", "GRUUpdater", "MemoryUpdater", "RNNUpdater"]
 
 
 class MemoryUpdater(nn.Module):
-    """Base class: encodes mails with their age and applies :meth:`update` to nodes with mail.
+    """Base class: encodes mails with their time and applies :meth:`update` to nodes with mail.
 
     Args:
         memory_dim: ``D``.
@@ -31,16 +33,28 @@ class MemoryUpdater(nn.Module):
         self.time_encoder = TimeEncoder(time_dim)
         self.input_dim = mail_dim + time_dim
 
-    def mail_input(self, snapshot: MemorySnapshot) -> Tensor:
-        """Mails with the encoding of their age relative to the memory: ``[U, M, D_mail + D_t]``."""
-        age = snapshot.mail_ts - snapshot.last_update.unsqueeze(1)
-        return torch.cat([snapshot.mailbox, self.time_encoder(age)], dim=2)
+    def forward(self, snapshot: MemorySnapshot, rows: Tensor | None = None, times: Tensor | None = None) -> Tensor:
+        """New memory of every snapshot row, or of ``rows`` queried at ``times``.
 
-    def forward(self, snapshot: MemorySnapshot) -> Tensor:
-        """New memory ``[U, D]`` of the snapshot's nodes."""
-        has_mail = snapshot.mail_mask.any(dim=1, keepdim=True)
-        updated = self.update(snapshot.memory, self.mail_input(snapshot), snapshot.mail_mask, snapshot.mail_ts)
-        return torch.where(has_mail, updated, snapshot.memory.to(updated.dtype))
+        Args:
+            snapshot: Memory rows of ``U`` nodes.
+            rows: Snapshot rows to update (``None``: all ``U``, each once).
+            times: Query time of each of ``rows``: mails are encoded by their age at that time.
+                ``None``: by their time since the memory's last update.
+
+        Shapes:
+            - rows, times: ``[R]``; output: ``[R, D]`` (``[U, D]`` without ``rows``)
+        """
+        memory, mailbox, mail_ts, mask = snapshot.memory, snapshot.mailbox, snapshot.mail_ts, snapshot.mail_mask
+        reference = snapshot.last_update
+        if rows is not None:
+            memory, mailbox, mail_ts, mask, reference = (
+                x.index_select(0, rows) for x in (memory, mailbox, mail_ts, mask, reference)
+            )
+        delta = mail_ts - reference.unsqueeze(1) if times is None else times.to(mail_ts).unsqueeze(1) - mail_ts
+        mail = torch.cat([mailbox, self.time_encoder(delta).to(mailbox.dtype)], dim=2)
+        updated = self.update(memory, mail, mask, mail_ts)
+        return torch.where(mask.any(dim=1, keepdim=True), updated, memory.to(updated.dtype))
 
     def update(self, memory: Tensor, mail: Tensor, mask: Tensor, mail_ts: Tensor) -> Tensor:
         """Shapes: memory ``[U, D]``, mail ``[U, M, D_in]``, mask and mail_ts ``[U, M]`` → ``[U, D]``."""

@@ -13,10 +13,10 @@ __all__ = ["APAN"]
 
 
 class APAN(MemoryTGNN):
-    """APAN: each node keeps its last 10 mails; its memory attends over them (2 heads) and is
-    its embedding. An event's mail goes to both endpoints and to their sampled temporal
-    neighbours (asynchronous propagation). Arguments as
-    :class:`~lightning_mspipe.models.base.MemoryTGNN`.
+    """APAN: each node keeps its last 10 mails; at each query its memory attends over them (2 heads),
+    each mail encoded with its age at the query time (as TGL and MSPipe do), and the result is its
+    embedding. An event's mail goes to both endpoints and to their sampled temporal neighbours
+    (asynchronous propagation). Arguments as :class:`~lightning_mspipe.models.base.MemoryTGNN`.
     """
 
     default_mailbox_size = 10
@@ -28,8 +28,19 @@ class APAN(MemoryTGNN):
     def build_embedding(self) -> nn.Module:
         return _identity_or_linear(self.hparams.memory_dim, self.hparams.embedding_dim)
 
+    def update_memory(self, batch: TemporalBatch) -> Tensor:
+        """Each root's memory after attending over its mailbox, mails encoded by their age at the
+        root's time (so a node's embedding changes with the query time): ``[R, D]``."""
+        roots = batch.memory_index[: batch.neighbors.num_roots]
+        return self.updater(batch.memory, roots, batch.root_times().to(roots.device))
+
+    def endpoint_rows(self, batch: TemporalBatch) -> Tensor:
+        """Roots ``0 … 2B−1`` are the sources then the destinations; interleave them by event."""
+        size = batch.size
+        return torch.arange(2 * size, device=batch.memory_index.device).view(2, size).t().reshape(-1)
+
     def embed(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
-        return self.embedding(self.root_memory(batch, memory))
+        return self.embedding(memory)
 
     def mail_receivers(self, batch: TemporalBatch, nodes: Tensor, mails: Tensor, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Endpoints plus the sampled neighbours of each endpoint; neighbours come first, so an

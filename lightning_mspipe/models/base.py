@@ -15,10 +15,10 @@ from lightning_mspipe.memory.phases import MemoryPhases
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite, last_occurrence
 from lightning_mspipe.memory.updaters import MemoryUpdater
 from lightning_mspipe.models.evaluation import LinkEvaluation
-from lightning_mspipe.models.layers import LinkPredictor
+from lightning_mspipe.layers import LinkPredictor
 from lightning_mspipe.pipeline.stages import fetch_memory
 
-__all__ = ["MemoryTGNN", "StepOutput"]
+__all__ = ["MemoryTGNN", "StepOutput", "snapshot_endpoint_rows"]
 
 
 @dataclass
@@ -26,7 +26,8 @@ class StepOutput:
     """Scores of one batch and the memory its updater produced.
 
     Shapes:
-        - pos: ``[B]`` logits; neg: ``[B, Q]`` logits; memory: ``[U, D]`` (rows of ``batch.memory``)
+        - pos: ``[B]`` logits; neg: ``[B, Q]`` logits; memory: :meth:`MemoryTGNN.update_memory`'s
+          output, ``[U, D]`` (rows of ``batch.memory``) or ``[R, D]`` (one per root)
     """
 
     pos: Tensor
@@ -72,7 +73,7 @@ class MemoryTGNN(L.LightningModule):
         time_dim: int = 100,
         embedding_dim: int = 100,
         dropout: float = 0.1,
-        lr: float = 1e-4,
+        lr: float = 1e-3,
         mailbox_size: int | None = None,
         heads: int = 2,
         pin_memory: bool = False,
@@ -108,8 +109,21 @@ class MemoryTGNN(L.LightningModule):
         """The embedding module of this model (used by :meth:`embed`)."""
         raise NotImplementedError
 
+    def update_memory(self, batch: TemporalBatch) -> Tensor:
+        """Updated memory of the batch: by default one row per snapshot row, ``[U, D]``.
+
+        A model whose memory depends on the query time (APAN) returns one row per root instead
+        and overrides :meth:`endpoint_rows` to match.
+        """
+        return self.updater(batch.memory)
+
+    def endpoint_rows(self, batch: TemporalBatch) -> Tensor:
+        """Row of :meth:`update_memory`'s output for each event endpoint, in event order
+        (source and destination of event 0, then of event 1, …): ``[2B]``."""
+        return snapshot_endpoint_rows(batch)
+
     def embed(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
-        """Embeddings ``[R, embedding_dim]`` of the batch's roots from the updated memory ``[U, D]``."""
+        """Embeddings ``[R, embedding_dim]`` of the batch's roots from :meth:`update_memory`'s output."""
         raise NotImplementedError
 
     def mail_receivers(self, batch: TemporalBatch, nodes: Tensor, mails: Tensor, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -137,7 +151,7 @@ class MemoryTGNN(L.LightningModule):
         """Scores of the batch's positives and negatives (stage 4 without the loss)."""
         if batch.memory is None:
             batch = fetch_memory(self.memory, batch, self.device)
-        memory = self.updater(batch.memory)
+        memory = self.update_memory(batch)
         emb = self.embed(batch, memory)
         size, q = batch.size, batch.num_negatives
         h_src, h_dst, h_neg = emb[:size], emb[size : 2 * size], emb[2 * size :].view(q, size, -1)
@@ -161,11 +175,11 @@ class MemoryTGNN(L.LightningModule):
         is ``[s'_v ‖ s'_other ‖ edge_feat]`` at the event's time, with ``s'`` the updated memory.
 
         Shapes:
-            - memory: ``[U, D]`` updated memory of the snapshot's rows (detached)
+            - memory: :meth:`update_memory`'s output (detached), ``[U, D]`` or ``[R, D]``
         """
-        size = batch.size
         assert batch.memory_index is not None and batch.memory is not None
-        rows = torch.stack([batch.memory_index[:size], batch.memory_index[size : 2 * size]], dim=1).reshape(-1)
+        rows = self.endpoint_rows(batch)
+        snapshot_rows = snapshot_endpoint_rows(batch)
         nodes = torch.stack([batch.src, batch.dst], dim=1).reshape(-1).to(rows.device)
         times = batch.t.repeat_interleave(2).to(rows.device)
         other = rows.view(-1, 2).flip(1).reshape(-1)
@@ -181,7 +195,7 @@ class MemoryTGNN(L.LightningModule):
         return MemoryWrite(
             nodes=written,
             memory=memory[rows[last]],
-            last_update=last_event[rows[last]],
+            last_update=last_event[snapshot_rows[last]],
             mail_nodes=receivers,
             mail=mail_data[last_mail],
             mail_ts=mail_times[last_mail],
@@ -252,7 +266,15 @@ class MemoryTGNN(L.LightningModule):
         self._log_metrics(self.val_metrics)
 
     def on_validation_end(self) -> None:
-        self.phases.end_validation()
+        self.phases.end_validation(training_continues=self._validating_mid_epoch())
+
+    def _validating_mid_epoch(self) -> bool:
+        """Whether this validation interrupts a training epoch (``val_check_interval < 1``)."""
+        trainer = self.trainer
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return False
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        return not progress.is_last_batch and progress.current.ready < trainer.num_training_batches
 
     def on_test_start(self) -> None:
         self.phases.start_test(self._replay_validation)
@@ -293,6 +315,13 @@ class MemoryTGNN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "memory_phases" in checkpoint:
             self.phases.load_state_dict(checkpoint["memory_phases"])
+
+
+def snapshot_endpoint_rows(batch: TemporalBatch) -> Tensor:
+    """Snapshot row of each event endpoint in event order (src, dst of event 0, then 1, …): ``[2B]``."""
+    assert batch.memory_index is not None
+    size = batch.size
+    return torch.stack([batch.memory_index[:size], batch.memory_index[size : 2 * size]], dim=1).reshape(-1)
 
 
 def _identity_or_linear(in_dim: int, out_dim: int) -> nn.Module:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.memory.updaters import GRUUpdater, MemoryUpdater
 from lightning_mspipe.models.base import MemoryTGNN
-from lightning_mspipe.models.layers import TemporalAttention
+from lightning_mspipe.layers import TemporalAttention
 
 __all__ = ["TGN"]
 

@@ -6,7 +6,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.data.events import EventStream
 from lightning_mspipe.data.synthetic import synthetic_events
-from lightning_mspipe.models import APAN, JODIE, TGN
+from lightning_mspipe.data.formats import load_events
+from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank
 
 from tests.conftest import SMALL_MODEL, small_datamodule
 
@@ -25,20 +26,49 @@ def _trainer(**kwargs):
     return L.Trainer(**options)
 
 
-@pytest.mark.parametrize("model_cls", [TGN, JODIE, APAN])
-def test_each_model_learns_on_a_small_stream(model_cls):
-    torch.manual_seed(0)
-    dm = small_datamodule(events=synthetic_events(300, 8000, edge_dim=4, seed=1))
-    model = model_cls(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, lr=3e-3, **SMALL_MODEL)
-    recorder = LossRecorder()
-    trainer = _trainer(max_epochs=10, callbacks=[recorder], num_sanity_val_steps=0)
+@pytest.fixture(scope="module")
+def uci_prefix(datasets_dir):
+    """The first 12,000 UCI messages: a small real stream."""
+    events = load_events(datasets_dir / "uci" / "ml_uci.csv.gz", edge_features=False, node_features=False)
+    return events.select(torch.arange(12_000))
+
+
+def _test_ap(model, events, epochs):
+    dm = small_datamodule(events=events, mrr_negatives=5)
+    trainer = _trainer(max_epochs=epochs, num_sanity_val_steps=0)
     trainer.fit(model, dm)
-    per_epoch = len(recorder.losses) // 10
+    return trainer.test(model, dm, verbose=False)[0]
+
+
+@pytest.fixture(scope="module")
+def uci_edgebank_ap(uci_prefix):
+    return _test_ap(EdgeBank(num_nodes=uci_prefix.num_nodes), uci_prefix, epochs=1)["test/ap"]
+
+
+@pytest.mark.parametrize("model_cls", [TGN, JODIE, APAN])
+def test_each_model_learns_and_beats_edgebank_on_a_real_stream(model_cls, uci_prefix, uci_edgebank_ap):
+    # Measured on one x86 CPU: EdgeBank 0.72; TGN 0.95, JODIE 0.91, APAN 0.87 (all ≥ 0.1 above it).
+    torch.manual_seed(0)
+    model = model_cls(num_nodes=uci_prefix.num_nodes, lr=3e-3, memory_dim=32, time_dim=16, embedding_dim=32)
+    recorder = LossRecorder()
+    dm = small_datamodule(events=uci_prefix, mrr_negatives=5)
+    trainer = _trainer(max_epochs=3, callbacks=[recorder], num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    per_epoch = len(recorder.losses) // 3
     first, last = recorder.losses[:per_epoch], recorder.losses[-per_epoch:]
     assert sum(last) / len(last) < 0.9 * sum(first) / len(first)
     result = trainer.test(model, dm, verbose=False)[0]
-    assert result["test/ap"] > 0.58  # chance is 0.5
+    assert result["test/ap"] > uci_edgebank_ap
     assert {"test/ap", "test/auroc", "test/mrr", "test/ap_inductive", "test/auroc_inductive"} <= result.keys()
+
+
+def test_tgn_beats_edgebank_on_the_synthetic_stream():
+    # Measured on one x86 CPU: EdgeBank 0.69, TGN 0.88 (communities and drift are beyond EdgeBank).
+    events = synthetic_events(300, 8000, edge_dim=4, seed=1)
+    edgebank_ap = _test_ap(EdgeBank(num_nodes=300), events, epochs=1)["test/ap"]
+    torch.manual_seed(0)
+    tgn = TGN(num_nodes=300, edge_dim=4, lr=3e-3, memory_dim=32, time_dim=16, embedding_dim=32)
+    assert _test_ap(tgn, events, epochs=5)["test/ap"] > edgebank_ap + 0.05
 
 
 def test_no_future_information_reaches_the_model():
@@ -128,3 +158,19 @@ def test_checkpoint_of_another_graph_size_is_rejected(tmp_path):
     bigger = TGN(num_nodes=dm.num_nodes + 10, edge_dim=dm.edge_dim, **SMALL_MODEL)
     with pytest.raises(ValueError, match="different number of nodes"):
         _trainer(max_steps=2).fit(bigger, dm, ckpt_path=path)
+
+
+def test_mid_epoch_validation_leaves_training_unchanged():
+    def fit(**trainer_options):
+        torch.manual_seed(0)
+        dm = small_datamodule()
+        model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, lr=3e-3, **SMALL_MODEL)
+        recorder = LossRecorder()
+        _trainer(max_epochs=2, callbacks=[recorder], num_sanity_val_steps=0, **trainer_options).fit(model, dm)
+        return model, recorder.losses
+
+    plain, plain_losses = fit()
+    checked, checked_losses = fit(val_check_interval=0.5)
+    assert checked_losses == plain_losses
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, checked.state_dict()[name]), name

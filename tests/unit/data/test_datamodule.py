@@ -51,8 +51,24 @@ def test_train_batches_are_chronological_and_sized(dm):
         assert batch.edge_feat.shape == (batch.size, 4)
         assert batch.nbr_edge_feat.shape == (batch.size * 3, 10, 4)
         nbrs = batch.neighbors
-        assert (nbrs.eids[nbrs.mask] < batch.eids[0]).all()  # a batch never sees its own events
-        assert (nbrs.times <= batch.root_times().unsqueeze(1))[nbrs.mask].all()
+        assert (nbrs.times < batch.root_times().unsqueeze(1))[nbrs.mask].all()  # strictly earlier
+
+
+def test_roots_see_earlier_events_of_their_own_batch_by_default(dm):
+    seen_own_batch = 0
+    for batch in dm.train_dataloader():
+        nbrs = batch.neighbors
+        root_t = batch.root_times().unsqueeze(1).expand_as(nbrs.times)
+        assert (nbrs.times < root_t)[nbrs.mask].all()  # the time rule alone; same-instant events hidden
+        seen_own_batch += int((nbrs.eids >= batch.eids[0])[nbrs.mask].sum())
+    assert seen_own_batch > 0
+
+
+def test_batch_visibility_hides_the_whole_batch():
+    dm = small_datamodule(neighbor_visibility="batch")
+    for batch in dm.train_dataloader():
+        nbrs = batch.neighbors
+        assert (nbrs.eids[nbrs.mask] < batch.eids[0]).all()
 
 
 def test_training_negatives_repeat_per_epoch_position(dm):
@@ -118,7 +134,9 @@ def test_uniform_negatives_cover_the_candidates():
         (dict(val_ratio=0.6, test_ratio=0.5), "val_ratio"),
         (dict(sampling="latest"), "unknown sampling 'latest'"),
         (dict(train_negatives="random"), "unknown train_negatives"),
-        (dict(batch_size=5000), r"batch_size 5000 is larger than the train split of synthetic \(1719 events\)"),
+        (dict(neighbor_visibility="none"), "unknown neighbor_visibility 'none'"),
+        (dict(eval_negatives="src"), "unknown eval_negatives 'src'"),
+        (dict(batch_size=5000), r"batch_size 5000 is larger than the train split of synthetic \(\d+ events\)"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
@@ -139,3 +157,11 @@ def test_synthetic_stream_is_seeded_and_structured():
     # recurring partners: a source's events concentrate on few destinations
     pairs = torch.stack([a.src, a.dst], 1).unique(dim=0).shape[0]
     assert pairs < 0.6 * a.num_events
+
+
+def test_destination_negatives_come_from_destinations():
+    dm = small_datamodule(eval_negatives="dst")
+    destinations = dm.events.dst.unique()
+    for loader in (dm.val_dataloader(), dm.test_dataloader()):
+        assert torch.isin(loader.negatives, destinations).all()
+    assert not torch.isin(small_datamodule().test_dataloader().negatives, destinations).all()
