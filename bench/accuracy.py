@@ -1,52 +1,61 @@
-"""Benchmark: link-prediction accuracy of TGN, JODIE and APAN on real data, next to published numbers.
+"""Benchmark: link-prediction accuracy of TGN, JODIE, APAN and EdgeBank on real data, next to published numbers.
 
-Measures, per model × data set, mean ± sample std over seeds of the test metrics that
-``trainer.test`` returns: AP and AUROC against one fixed random negative per event (transductive:
-all test events; inductive: test events that touch a node unseen in training), and one-vs-many MRR
-against ``--mrr-negatives`` fixed random negatives (TGB's tie rule; TGB uses 100). Also the
-training time per epoch and the test time. Protocol: our ``TemporalDataModule`` (70/15/15 split by
-time, 10% of the evaluation nodes held out of training), batch 600, 10 most recent neighbours,
-dims 100, Adam lr 1e-4, ``--epochs`` epochs, no validation during ``fit`` (``trainer.test`` replays
-the validation events into memory first), test after the last epoch.
+Protocol (DyGLib's, Yu et al., NeurIPS 2023; the same settings as ``recipes/protocols/``): our
+``TemporalDataModule`` (70/15/15 chronological split, 10% of the evaluation nodes held out of
+training), batch 200, 10 most recent neighbours, training negatives from the training
+destinations and fixed evaluation negatives from all destinations, Adam lr 1e-4, memory and
+embedding dims 172 for TGN and JODIE (100 for APAN, TGL's settings), up to ``--max-epochs`` epochs
+with early stopping on validation AP (``--patience``), the best checkpoint (memory included)
+restored for the test, ``--seeds`` seeds. EdgeBank (unlimited) is the floor. Measures, per model ×
+data set, mean ± sample std over seeds of AP and AUROC (transductive and inductive) and MRR against
+``--mrr-negatives`` fixed negatives (TGB's tie rule), the validation AP of every epoch (learning
+curves; ``accuracy_<tag>_curves.png`` when matplotlib is installed) and where the epoch cap bound.
 
-Published numbers: DyGLib (Yu et al., "Towards Better Dynamic Graph Learning: New Architecture and
-Unified Library", NeurIPS 2023), random negative sampling ("rnd" rows), for JODIE and TGN. APAN is
-not in DyGLib; its own paper and TGL evaluate it on data we do not have (Wikipedia with its LIWC
-features, Reddit), so its column is blank. See ``PUBLISHED`` below for the tables and how they
-were checked, and ``REAL_DATASETS`` in ``bench/_common.py`` for what our copies lack.
+Runs are independent processes (``--jobs`` at a time, ``--device cuda`` to train on a GPU), so a
+GPU machine runs the whole table in minutes.
 
-Run from the repository root (the full protocol takes hours on 2 shared CPU cores; use ``nice``)::
+Run from the repository root::
 
-    nice -n 10 python bench/accuracy.py                       # full: 3 models x 4 data sets x 3 seeds, 10 epochs
-    nice -n 10 python bench/accuracy.py --epochs 2 --seeds 0 1 --mrr-negatives 20       # reduced
-    python bench/accuracy.py --models tgn --datasets uci --epochs 1 --max-events 20000  # a quick look
+    nice -n 10 python bench/accuracy.py --jobs 1                       # full: 4 models x 4 data sets x 3 seeds
+    python bench/accuracy.py --device cuda --jobs 12                    # on a GPU machine
+    python bench/accuracy.py --models tgn edgebank --datasets uci --seeds 0 --max-epochs 2   # a quick look
 
-Writes ``bench/results/accuracy_<tag>.json`` and ``.md`` (tag: ``cpu``), rewritten after every run,
-so an interrupted run keeps what it finished (seeds are the outer loop). Not collected by pytest.
+Writes ``bench/results/accuracy_<tag>.json`` and ``.md`` (tag: the device), rewritten after every
+finished run. Not collected by pytest.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import REAL_DATASETS, bench_trainer, load_dataset, mean_std, quiet_lightning, write_results  # noqa: E402
 from lightning_mspipe.data.datamodule import TemporalDataModule  # noqa: E402
-from lightning_mspipe.models import APAN, JODIE, TGN  # noqa: E402
+from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank  # noqa: E402
 
-MODELS = {"tgn": TGN, "jodie": JODIE, "apan": APAN}
-MODEL_ARGS = dict(memory_dim=100, time_dim=100, embedding_dim=100, dropout=0.1, lr=1e-4)  # MSPipe's settings
-DATA_ARGS = dict(batch_size=600, num_neighbors=10, sampling="recent")
+MODELS = {"tgn": TGN, "jodie": JODIE, "apan": APAN, "edgebank": EdgeBank}
+_DYGLIB_DIMS = dict(memory_dim=172, time_dim=100, embedding_dim=172, dropout=0.1, lr=1e-4)
+MODEL_ARGS: dict[str, dict[str, Any]] = {
+    "tgn": _DYGLIB_DIMS,
+    "jodie": _DYGLIB_DIMS,
+    "apan": dict(memory_dim=100, time_dim=100, embedding_dim=100, dropout=0.1, lr=1e-4),  # TGL's APAN
+    "edgebank": {},
+}
+DATA_ARGS = dict(batch_size=200, num_neighbors=10, sampling="recent", train_negatives="train_dst", eval_negatives="dst")
 METRICS = ("ap", "auroc", "ap_inductive", "auroc_inductive", "mrr")
-FULL_COMMAND = "nice -n 10 python bench/accuracy.py --epochs 10 --seeds 0 1 2 --mrr-negatives 100"
+FULL_COMMAND = "nice -n 10 python bench/accuracy.py --max-epochs 50 --patience 10 --seeds 0 1 2 --mrr-negatives 100"
 
 # DyGLib, random negative sampling, AP / AUC-ROC x 100, mean ± std over 5 runs. Tables (captions as in
 # the paper): "AP for transductive dynamic link prediction with random, historical, and inductive
@@ -84,11 +93,12 @@ PUBLISHED: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
 }
 
 
-class EpochTimer(L.Callback):
-    """Wall time of each training epoch (the training loop only)."""
+class EpochRecorder(L.Callback):
+    """Wall time of each training epoch and the validation AP after it."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.val_ap: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -96,19 +106,83 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.times.append(time.perf_counter() - self._start)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and "val/ap" in trainer.callback_metrics:
+            self.val_ap.append(float(trainer.callback_metrics["val/ap"]))
 
-def run_one(model_name: str, dm: TemporalDataModule, epochs: int, seed: int) -> dict[str, Any]:
-    """Train one model for ``epochs`` epochs and test it; returns its test metrics and timings."""
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One model × data set × seed under the protocol; returns test metrics, learning curve and timings.
+
+    Runs in a worker process (``job`` is plain data): loads the data, trains with early stopping
+    on validation AP, tests the best checkpoint.
+    """
+    quiet_lightning()
+    model_name, seed, args = job["model"], job["seed"], job["args"]
+    events = load_dataset(job["dataset"], args["max_events"])
+    dm = TemporalDataModule(events=events, mrr_negatives=args["mrr_negatives"], seed=seed, **DATA_ARGS)
     L.seed_everything(seed, verbose=False)
-    model = MODELS[model_name](num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **MODEL_ARGS)
-    timer = EpochTimer()
-    trainer = bench_trainer(max_epochs=epochs, limit_val_batches=0, callbacks=[timer])
-    trainer.fit(model, dm)
-    start = time.perf_counter()
-    result = trainer.test(model, dm, verbose=False)[0]
-    test_s = time.perf_counter() - start
-    metrics = {m: float(result[f"test/{m}"]) for m in METRICS if f"test/{m}" in result}
-    return {"metrics": metrics, "epoch_s": timer.times, "test_s": test_s}
+    model = MODELS[model_name](num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **MODEL_ARGS[model_name])
+    recorder = EpochRecorder()
+    learned = model_name != "edgebank"
+    with tempfile.TemporaryDirectory() as folder:
+        best = ModelCheckpoint(dirpath=folder, monitor="val/ap", mode="max", save_top_k=1)
+        stop = EarlyStopping(monitor="val/ap", mode="max", patience=args["patience"])
+        trainer = bench_trainer(
+            max_epochs=args["max_epochs"] if learned else 1,
+            accelerator="gpu" if args["device"] == "cuda" else "cpu",
+            devices=1,
+            enable_checkpointing=learned,
+            callbacks=[recorder, best, stop] if learned else [recorder],
+        )
+        trainer.fit(model, dm)
+        start = time.perf_counter()
+        result = trainer.test(model, dm, ckpt_path="best" if learned else None, verbose=False)[0]
+        test_s = time.perf_counter() - start
+    epochs = len(recorder.times)
+    return {
+        "dataset": job["dataset"], "model": model_name, "seed": seed,
+        "metrics": {m: float(result[f"test/{m}"]) for m in METRICS if f"test/{m}" in result},
+        "val_ap": recorder.val_ap, "epochs": epochs, "best_epoch": max(range(len(recorder.val_ap)), key=recorder.val_ap.__getitem__, default=0),
+        "cap_bound": learned and epochs == args["max_epochs"] and not trainer.should_stop,
+        "epoch_s": recorder.times, "test_s": test_s,
+        "data": {"events": events.num_events, "nodes": events.num_nodes, "edge_dim": events.edge_dim,
+                 "split": dm.split_sizes(), "note": REAL_DATASETS[job["dataset"]][2]},
+    }
+
+
+def plot_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
+    """Validation AP per epoch, one panel per data set, one line per model × seed; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    datasets = sorted({key.split("/")[0] for key in runs})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    colors = {"tgn": "tab:blue", "jodie": "tab:orange", "apan": "tab:green", "edgebank": "tab:gray"}
+    for ax, dataset in zip(axes[0], datasets):
+        for key, model_runs in sorted(runs.items()):
+            if not key.startswith(dataset + "/"):
+                continue
+            model = key.split("/")[1]
+            for i, run in enumerate(model_runs):
+                label = model if i == 0 else None
+                if model == "edgebank":  # nothing learned: one validation AP, drawn across the panel
+                    ax.axhline(run["val_ap"][0], color=colors[model], linestyle="--", label=label)
+                else:
+                    ax.plot(range(1, len(run["val_ap"]) + 1), run["val_ap"], color=colors.get(model), alpha=0.8,
+                            label=label)
+        ax.set_title(dataset)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation AP")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,6 +194,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             out[m] = mean_std(values)
     out["epoch_s"] = mean_std([t for r in runs for t in r["epoch_s"]])
     out["test_s"] = mean_std([r["test_s"] for r in runs])
+    out["epochs"] = [r["epochs"] for r in runs]
+    out["cap_bound"] = sum(bool(r["cap_bound"]) for r in runs)
     return out
 
 
@@ -132,49 +208,52 @@ def fmt(value: tuple[float, float | None] | None, scale: float = 100.0, digits: 
 
 
 def markdown(args: argparse.Namespace, summary: dict[str, dict[str, Any]], data_info: dict[str, Any],
-             reduced: bool) -> str:
+             machine: str) -> str:
     q = args.mrr_negatives
-    lines = ["# Link-prediction accuracy: TGN, JODIE, APAN on real data (CPU)", ""]
-    if reduced:
+    lines = [f"# Link-prediction accuracy: TGN, JODIE, APAN and EdgeBank on real data ({args.tag})", "", machine, ""]
+    full = args.max_epochs >= 50 and args.patience >= 10 and len(args.seeds) >= 3 and not args.max_events
+    if not full:
         lines += [
-            f"**REDUCED CONFIG** ({args.epochs} epoch(s), seeds {args.seeds}, {q} MRR negatives"
+            f"**REDUCED RUN** (up to {args.max_epochs} epochs, patience {args.patience}, seeds {args.seeds}"
             + (f", first {args.max_events:,} events only" if args.max_events else "")
-            + ") to fit a ~35-minute budget on 2 shared CPU cores: the models are far from converged, so these "
-            "numbers check that the protocol runs end to end; they do not reproduce the published ones. "
-            f"Full protocol: `{FULL_COMMAND}` (hours on 2 cores).",
+            + f"). Full protocol: `{FULL_COMMAND}`.",
             "",
         ]
     lines += [
-        f"Config: batch {DATA_ARGS['batch_size']}, {DATA_ARGS['num_neighbors']} most recent neighbours, dims 100, "
-        "dropout 0.1, Adam lr 1e-4; chronological 70/15/15 split, 10% of evaluation nodes held out of training; "
-        "test after the last epoch (no model selection); memory replays validation before test. "
-        "AP/AUROC: one fixed random negative per test event (uniform over all nodes); *ind.* = test events "
-        f"touching a node unseen in training. MRR: rank among {q} fixed random negatives, TGB's tie rule "
-        "(not comparable to TGB's leaderboard, which uses its own negatives). Values ×100 except MRR; "
-        "mean ± sample std over the seeds run (column *seeds*). Times are wall seconds on a shared machine.",
+        f"Protocol (DyGLib's; `recipes/protocols/`): batch {DATA_ARGS['batch_size']}, {DATA_ARGS['num_neighbors']} "
+        "most recent neighbours, Adam lr 1e-4, dims 172 (TGN, JODIE) or 100 (APAN, TGL's), training negatives from "
+        "the training destinations, fixed evaluation negatives from all destinations; chronological 70/15/15 split, "
+        "10% of evaluation nodes held out of training; early stopping on validation AP, best checkpoint tested. "
+        f"*epochs*: epochs run per seed (*cap* counts seeds stopped by the {args.max_epochs}-epoch cap rather than "
+        f"by patience). MRR: rank among {q} fixed negatives, TGB's tie rule (not TGB's own negatives). Values ×100 "
+        "except MRR; mean ± sample std over seeds.",
         "",
-        f"Published (*pub.*): {PUBLISHED_SOURCE}. DyGLib trains up to 100 epochs (batch 200, early stopping on "
-        "validation AP, tuned per model), draws negatives from destination nodes and uses Wikipedia's LIWC "
-        "features. APAN is not in DyGLib; APAN's own paper and TGL report it only on data we lack (Wikipedia "
-        "with LIWC features, Reddit), so its published cells are blank.",
+        f"Published (*pub.*): {PUBLISHED_SOURCE}. DyGLib trains up to 100 epochs with patience 20 and uses "
+        "Wikipedia's LIWC features (our copy lacks them). APAN is not in DyGLib; its published cells are blank.",
         "",
-        "| data set | model | AP | pub. AP | AUROC | pub. AUROC | AP ind. | pub. AP ind. | AUROC ind. | pub. AUROC ind. "
-        "| MRR | seeds | s/epoch | test s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | model | AP | pub. AP | AUROC | pub. AUROC | AP ind. | pub. AP ind. | MRR | seeds | epochs | cap "
+        "| s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(summary, key=lambda k: (args.datasets.index(k.split("/")[0]), args.models.index(k.split("/")[1]))):
         s = summary[key]
         dataset, model = key.split("/")
         pub = PUBLISHED.get((model, dataset), {})
         cells = []
-        for m in ("ap", "auroc", "ap_inductive", "auroc_inductive"):
+        for m in ("ap", "auroc", "ap_inductive"):
             cells += [fmt(s.get(m)), fmt(pub[m], scale=1.0) if m in pub else "—"]
         lines.append(
             f"| {dataset} | {model} | " + " | ".join(cells)
-            + f" | {fmt(s.get('mrr'), scale=1.0, digits=3)} | {len(s['seeds'])} | {fmt(s['epoch_s'], 1.0, 1)} "
-            f"| {fmt(s['test_s'], 1.0, 1)} |"
+            + f" | {fmt(s.get('mrr'), scale=1.0, digits=3)} | {len(s['seeds'])} | {s['epochs']} | {s['cap_bound']} "
+            f"| {fmt(s['epoch_s'], 1.0, 1)} |"
         )
-    lines += ["", "Data (what our copies lack against the published setting, so numbers are not strictly comparable):", ""]
+    lines += ["", "Learning curves (validation AP per epoch, per seed):", ""]
+    for key in sorted(summary):
+        curves = "; ".join(
+            " ".join(f"{ap:.3f}" for ap in run["val_ap"]) for run in summary[key].get("runs", [])
+        )
+        lines.append(f"- {key}: {curves}")
+    lines += ["", "Data (what our copies lack against the published setting):", ""]
     for name, info in data_info.items():
         lines.append(f"- **{name}**: {info['events']:,} events, {info['nodes']:,} nodes, edge_dim {info['edge_dim']}, "
                      f"split {info['split']}; {info['note']}.")
@@ -186,45 +265,58 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--datasets", nargs="+", default=list(REAL_DATASETS), choices=list(REAL_DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--max-epochs", type=int, default=50)
+    parser.add_argument("--patience", type=int, default=10, help="early stopping patience on validation AP")
     parser.add_argument("--mrr-negatives", type=int, default=100, help="fixed negatives per test event for MRR")
     parser.add_argument("--max-events", type=int, default=None, help="keep only the first N events of each data set")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (separate processes)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
-    parser.add_argument("--tag", default="cpu", help="results file suffix (default: cpu)")
+    parser.add_argument("--tag", default=None, help="results file suffix (default: the device)")
     args = parser.parse_args()
-    if args.epochs < 1:
-        parser.error("--epochs must be ≥ 1")
-    quiet_lightning()
+    if args.max_epochs < 1 or args.jobs < 1:
+        parser.error("--max-epochs and --jobs must be ≥ 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no GPU")
+    args.tag = args.tag or (torch.cuda.get_device_name(0).replace(" ", "_") if args.device == "cuda" else "cpu")
     import lightning
 
-    print(f"device cpu, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"lightning {lightning.__version__}", flush=True)
-    reduced = args.epochs < 10 or len(args.seeds) < 3 or args.mrr_negatives < 100 or args.max_events is not None
-    config = {"argv": sys.argv[1:], **{k: v for k, v in vars(args).items() if k != "out"}, "reduced": reduced,
+    machine = (f"Machine: {args.device}" + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+               + f", {multiprocessing.cpu_count()} CPUs, {args.jobs} run(s) at a time; torch {torch.__version__}, "
+               f"lightning {lightning.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}.")
+    print(machine, flush=True)
+    threads = args.threads or max(1, multiprocessing.cpu_count() // args.jobs)
+    job_args = {k: getattr(args, k) for k in ("max_events", "mrr_negatives", "max_epochs", "patience", "device")}
+    jobs = [{"model": m, "dataset": d, "seed": seed, "args": job_args}
+            for seed in args.seeds for d in args.datasets for m in args.models]  # seeds outermost
+    config = {"argv": sys.argv[1:], **{k: v for k, v in vars(args).items() if k != "out"},
               "full_command": FULL_COMMAND, "model_args": MODEL_ARGS, "data_args": DATA_ARGS}
-
     runs: dict[str, list[dict[str, Any]]] = {}
     data_info: dict[str, Any] = {}
     started = time.perf_counter()
-    streams = {dataset: load_dataset(dataset, args.max_events) for dataset in args.datasets}
-    for seed in args.seeds:  # seeds outermost: an interrupted run still has every model x data set once
-        for dataset, events in streams.items():
-            dm = TemporalDataModule(events=events, mrr_negatives=args.mrr_negatives, seed=seed, **DATA_ARGS)
-            data_info[dataset] = {"events": events.num_events, "nodes": events.num_nodes, "edge_dim": events.edge_dim,
-                                  "split": dm.split_sizes(), "note": REAL_DATASETS[dataset][2]}
-            for model_name in args.models:
-                run = run_one(model_name, dm, args.epochs, seed) | {"seed": seed}
-                runs.setdefault(f"{dataset}/{model_name}", []).append(run)
-                shown = ", ".join(f"{m} {v:.4f}" for m, v in run["metrics"].items())
-                print(f"[{time.perf_counter() - started:7.0f}s] {dataset} {model_name} seed {seed}: {shown}; "
-                      f"{sum(run['epoch_s']):.1f}s train, {run['test_s']:.1f}s test", flush=True)
-                summary = {key: summarize(r) for key, r in runs.items()}
-                payload = {"config": config, "published_source": PUBLISHED_SOURCE,
-                           "published": {f"{d}/{m}": v for (m, d), v in PUBLISHED.items()},
-                           "data": data_info, "summary": summary, "runs": runs,
-                           "wall_s": time.perf_counter() - started}
-                text = markdown(args, summary, data_info, reduced)
-                write_results(f"accuracy_{args.tag}", payload, text, args.out)
+    context = multiprocessing.get_context("spawn")  # CUDA needs spawned workers
+    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(run_one, job) for job in jobs]
+        for future in as_completed(futures):
+            run = future.result()
+            key = f"{run['dataset']}/{run['model']}"
+            runs.setdefault(key, []).append(run)
+            data_info[run["dataset"]] = run.pop("data")
+            shown = ", ".join(f"{m} {v:.4f}" for m, v in run["metrics"].items())
+            print(f"[{time.perf_counter() - started:7.0f}s] {key} seed {run['seed']}: {shown}; {run['epochs']} epochs "
+                  f"(best {run['best_epoch'] + 1}), {sum(run['epoch_s']):.1f}s train, {run['test_s']:.1f}s test",
+                  flush=True)
+            summary = {k: summarize(r) | {"runs": r} for k, r in runs.items()}
+            payload = {"config": config, "published_source": PUBLISHED_SOURCE,
+                       "published": {f"{d}/{m}": v for (m, d), v in PUBLISHED.items()},
+                       "data": data_info, "summary": {k: {kk: vv for kk, vv in v.items() if kk != "runs"}
+                                                      for k, v in summary.items()},
+                       "runs": runs, "wall_s": time.perf_counter() - started}
+            text = markdown(args, summary, data_info, machine)
+            json_path, _ = write_results(f"accuracy_{args.tag}", payload, text, args.out)
+            plot_curves(runs, json_path.with_name(f"accuracy_{args.tag}_curves.png"))
     print(text)
 
 

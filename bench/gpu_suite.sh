@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Every GPU test and benchmark in one go, within the device's 10-minute command limit.
+# Every GPU test and benchmark in one go, in at most 8 minutes on one GPU, writing results as it goes.
 #
-# On the lent GPU machine (its image has torch, lightning, torchmetrics, pandas, hypothesis and
-# torch-geometric; nothing can be downloaded there), from the repository root:
+# On the lent GPU machine (its image has torch, lightning, torchmetrics, pandas, hypothesis,
+# matplotlib and torch-geometric; nothing can be downloaded there), from the repository root:
 #   bash bench/gpu_suite.sh
 # ../shared does not travel to that machine: copy the data sets into an ignored folder first
 # (echo /.data/ >> .git/info/exclude; cp -r ../shared/datasets .data), carry `.data`, and the
 # script finds them there (or set MSPIPE_DATASETS). Results go to $OUT (the device tool's
 # return folder) or bench/results/, named after the card; commit them.
+#
+# Parts and their time limits (seconds): GPU tests 100, pipeline speed (part 3) 130, accuracy
+# under the published protocol (reduced: 2 seeds, ≤ 10 epochs, 16 runs at a time) 230.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench/results}"
@@ -22,7 +25,11 @@ log="$out/gpu_suite_${card}.log"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, lightning; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', lightning.__version__)"
   echo "## GPU tests (tests/gpu)"
-  timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu
+  timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu
   echo "## pipeline benchmark, part 3 (GPU, memory and features in pinned host memory)"
-  timeout 330 python3 bench/pipeline.py --device cuda --datasets "$MSPIPE_DATASETS" --out "$out" --tag "gpu_${card}"
+  timeout 130 python3 bench/pipeline.py --device cuda --datasets "$MSPIPE_DATASETS" --out "$out" --tag "gpu_${card}" \
+    --quiet-threshold 0 --plan tgn=seq,0,1,2,auto jodie=seq,0,2,auto apan=seq,0,auto
+  echo "## accuracy, published protocol (reduced)"
+  timeout 230 python3 bench/accuracy.py --device cuda --jobs 16 --seeds 0 1 --max-epochs 10 --patience 3 \
+    --mrr-negatives 20 --out "$out"
 } 2>&1 | tee "$log"
