@@ -89,7 +89,7 @@ class MSPipeCLI(LightningCLI):
         parser.link_arguments("data.num_nodes", "model.init_args.num_nodes", apply_on="instantiate")
         parser.link_arguments("data.edge_dim", "model.init_args.edge_dim", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Run the test set after `fit`.")
-        parser.set_defaults({"model": {"class_path": "lightning_mspipe.models.TGN"}, "trainer.max_epochs": 3})
+        parser.set_defaults({"model": {"class_path": "lightning_mspipe.TGN"}, "trainer.max_epochs": 3})
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:

@@ -95,7 +95,7 @@ def test_jodie_on_uci_from_a_file(tmp_path, capsys, datasets_dir):
     assert SUMMARY.search(capsys.readouterr().out)
     run = tmp_path / "lightning_logs" / "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["class_path"] == "lightning_mspipe.models.JODIE"
+    assert config["model"]["class_path"] == "lightning_mspipe.JODIE"  # the public import path
     (ckpt,) = (run / "checkpoints").glob("*.ckpt")
     hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
     assert (hparams["num_nodes"], hparams["edge_dim"]) == (
