@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from typing_extensions import override
 
 from lightning_mspipe import __version__
-from lightning_mspipe.cli import MSPipeCLI, main
+from lightning_mspipe.cli import CommandLineError, MSPipeCLI, main
 from lightning_mspipe.data import load_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ def _in_process_cli(monkeypatch):
     one intra-op thread: the tiny models gain nothing from more, and spinning OpenMP threads
     stall badly when other processes share the cores."""
     monkeypatch.setattr(sys, "argv", ["mspipe"])
+    monkeypatch.delenv("MSPIPE_DEBUG", raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -115,7 +117,62 @@ def test_an_unknown_model_lists_the_models(args, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *args])
     assert exit_info.value.code == 2
-    assert "model: not a model name. The models are TGN, JODIE, APAN" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "mspipe: error: model: not a model name. The models are TGN, JODIE, APAN; or give the import path "
+        "of a MemoryTGNN subclass (for example `--model my_package.MyModel`).\n"
+    )
+
+
+USER_ERRORS = {
+    "missing_file": (["--data.path", "no/such/events.csv"], "`load_events`: no such file: no/such/events.csv"),
+    "unknown_format": (["--data.path", "events.csv", "--data.format", "xml"], "unknown format 'xml'; the formats are"),
+    "not_an_int": (["--data.batch_size", "many"], "data.batch_size: expected int, got 'many'"),
+    "model_argument_not_an_int": (["--model.memory_dim", "wide"], "model.memory_dim: expected int, got 'wide'"),
+    "int_or_none": (["--trainer.max_epochs", "x"], "trainer.max_epochs: expected int or None, got 'x'"),
+    "unknown_option": (["--data.batchsize", "5"], "unrecognized arguments: --data.batchsize 5"),
+    "rejected_value": (["--data.sampling", "latest"], "TemporalDataModule: unknown sampling 'latest'"),
+    "rejected_strategy_value": (
+        ["--trainer.strategy", "lightning_mspipe.MSPipeStrategy", "--trainer.strategy.mode", "eager"],
+        "MSPipeStrategy: unknown mode 'eager'",
+    ),
+    "too_small_for_the_split": (
+        ["--data.synthetic_events", "100"],
+        "TemporalDataModule: batch_size 600 is larger than the train split of synthetic",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), USER_ERRORS.values(), ids=USER_ERRORS.keys())
+def test_a_user_error_prints_one_line_and_exits_with_status_2(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "events.csv").write_text("src,dst,t\n0,1,1\n1,2,2\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mspipe: error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_debug_flag_anywhere_raises_with_the_traceback():
+    with pytest.raises(CommandLineError, match="batch_size must be ≥ 1, got 0") as error:
+        main(["fit", "--data.batch_size", "0", "--debug"])
+    assert isinstance(error.value.__cause__, ValueError)  # the data module's own error, with its traceback
+
+
+def test_debug_environment_variable_keeps_the_parser_details(monkeypatch):
+    monkeypatch.setenv("MSPIPE_DEBUG", "1")
+    with pytest.raises(CommandLineError, match="expected int, got 'many'") as error:
+        main(["fit", "--data.batch_size", "many"])
+    assert "Parser key \"data.batch_size\"" in str(error.value.__cause__)
+
+
+def test_the_console_command_exits_with_status_2_and_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "lightning_mspipe.cli", "fit", "--data.batch_size", "many"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (2, "mspipe: error: data.batch_size: expected int, got 'many'\n")
 
 
 def test_every_model_and_data_set_has_a_recipe():
