@@ -13,6 +13,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -23,17 +24,19 @@ from typing import Any, NoReturn
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.strategies import StrategyRegistry
 from typing_extensions import override
 
 from lightning_mspipe import __version__
 from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.models import APAN, JODIE, TGN, MemoryTGNN
 
-__all__ = ["CommandLineError", "MSPipeCLI", "main", "summarize_parser_error"]
+__all__ = ["CommandLineError", "MSPipeCLI", "main", "strategy_names_as_classes", "summarize_parser_error"]
 
 MODELS = (TGN, JODIE, APAN)
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "MSPIPE_DEBUG"
+STRATEGY_FLAG = "--trainer.strategy"
 
 # The shapes of jsonargparse's (4.x) messages that `summarize_parser_error` condenses; a message
 # of another shape is kept whole, on one line.
@@ -77,6 +80,32 @@ def summarize_parser_error(message: str) -> str:
     return prefix + " ".join(innermost.split())
 
 
+def strategy_names_as_classes(args: Sequence[str]) -> list[str]:
+    """Give a strategy named by ``--trainer.strategy NAME`` its class form when ``--trainer.strategy.*`` follow.
+
+    jsonargparse reads a name from Lightning's ``StrategyRegistry`` (``mspipe``) as a plain string,
+    which takes no arguments; the registered class with the registry's ``init_params`` does. So
+    ``--trainer.strategy mspipe --trainer.strategy.max_staleness auto`` works like
+    ``--trainer.strategy lightning_mspipe.MSPipeStrategy --trainer.strategy.max_staleness auto``.
+    A name without arguments stays a name (Lightning resolves it).
+    """
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg == STRATEGY_FLAG and i + 1 < len(args):
+            at, name = i + 1, args[i + 1]
+        elif arg.startswith(f"{STRATEGY_FLAG}="):
+            at, name = i, arg.partition("=")[2]
+        else:
+            continue
+        nested = any(later.startswith(f"{STRATEGY_FLAG}.") for later in args[at + 1 :])
+        if nested and name in StrategyRegistry:
+            entry = StrategyRegistry[name]
+            cls = entry["strategy"]
+            value = json.dumps({"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": entry["init_params"]})
+            args[at] = value if at > i else f"{STRATEGY_FLAG}={value}"
+    return args
+
+
 class MSPipeArgumentParser(LightningArgumentParser):
     """A LightningArgumentParser whose errors are one :class:`CommandLineError` line; ``model`` errors name the models."""
 
@@ -96,9 +125,12 @@ class MSPipeArgumentParser(LightningArgumentParser):
 
     @override
     def parse_args(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Namespace:
-        """Parse ``args`` (default ``sys.argv[1:]``) without ``--debug``, which :class:`MSPipeCLI` reads."""
+        """Parse ``args`` (default ``sys.argv[1:]``) without ``--debug``, which :class:`MSPipeCLI` reads.
+
+        A strategy name followed by strategy arguments takes its class form (:func:`strategy_names_as_classes`).
+        """
         args = [arg for arg in (sys.argv[1:] if args is None else args) if arg != DEBUG_FLAG]
-        return super().parse_args(args, *rest, **kwargs)
+        return super().parse_args(strategy_names_as_classes(args), *rest, **kwargs)
 
 
 class MSPipeCLI(LightningCLI):

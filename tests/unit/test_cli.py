@@ -13,7 +13,7 @@ import torch
 import yaml
 from typing_extensions import override
 
-from lightning_mspipe import __version__
+from lightning_mspipe import MSPipeStrategy, __version__
 from lightning_mspipe.cli import CommandLineError, MSPipeCLI, main
 from lightning_mspipe.data import load_events
 
@@ -132,8 +132,8 @@ USER_ERRORS = {
     "unknown_option": (["--data.batchsize", "5"], "unrecognized arguments: --data.batchsize 5"),
     "rejected_value": (["--data.sampling", "latest"], "TemporalDataModule: unknown sampling 'latest'"),
     "rejected_strategy_value": (
-        ["--trainer.strategy", "lightning_mspipe.MSPipeStrategy", "--trainer.strategy.mode", "eager"],
-        "MSPipeStrategy: unknown mode 'eager'",
+        ["--trainer.strategy", "mspipe", "--trainer.strategy.max_staleness", "-1"],
+        "max_staleness must be ≥ 0 (0 is synchronous training), got -1.",
     ),
     "too_small_for_the_split": (
         ["--data.synthetic_events", "100"],
@@ -216,3 +216,18 @@ def test_fit_with_the_pipeline_strategy_from_a_config(tmp_path, capsys):
     assert type(cli.trainer.strategy).__name__ == "MSPipeStrategy" and cli.trainer.strategy.max_staleness == 1
     assert cli.trainer.strategy.pipeline is not None and cli.trainer.strategy.pipeline.profile.batches > 0
     assert SUMMARY.search(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("args", "max_staleness"),
+    [
+        (["--trainer.strategy", "mspipe", "--trainer.strategy.max_staleness", "auto"], "auto"),
+        (["--trainer.strategy=mspipe", "--trainer.strategy.max_staleness=0", "--trainer.strategy.mode=exact"], 0),
+        (["--trainer.strategy", "mspipe"], 2),  # a name alone stays a name: Lightning's registry builds it
+    ],
+    ids=["name_then_argument", "equals_signs", "name_alone"],
+)
+def test_the_strategy_name_takes_arguments(args, max_staleness, tmp_path):
+    cli = MSPipeCLI(args=[*args, *TINY, *QUIET, "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert isinstance(cli.trainer.strategy, MSPipeStrategy)
+    assert cli.trainer.strategy.max_staleness == max_staleness
