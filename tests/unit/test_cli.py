@@ -176,10 +176,9 @@ def test_the_console_command_exits_with_status_2_and_one_line():
 
 
 def test_every_model_and_data_set_has_a_recipe():
-    expected = {
-        f"{m}_{d}.yaml" for m in ("tgn", "jodie", "apan") for d in ("wikipedia", "uci", "enron", "uslegis")
-    }
-    assert {p.name for p in RECIPES.glob("*.yaml")} == expected | {"tgn_synthetic.yaml"}
+    data_sets = ("synthetic", "wikipedia", "uci", "enron", "uslegis")
+    expected = {f"{m}_{d}.yaml" for m in ("tgn", "jodie", "apan") for d in data_sets}
+    assert {p.name for p in RECIPES.glob("*.yaml")} == expected
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
@@ -189,11 +188,28 @@ def test_recipe_parses(recipe):
     assert config.model.class_path == f"lightning_mspipe.models.{model}"
     assert config.model.init_args.memory_dim == 100 and config.model.init_args.lr == pytest.approx(1e-4)
     assert config.data.batch_size == 600 and config.data.num_neighbors == 10
-    if recipe == "tgn_synthetic.yaml":
+    assert config.trainer.strategy.class_path == "lightning_mspipe.MSPipeStrategy"
+    assert config.trainer.strategy.init_args.max_staleness == "auto"
+    if recipe.endswith("_synthetic.yaml"):
         assert config.data.path is None
     else:
         assert config.data.path.startswith("../shared/datasets/")
         assert (ROOT / config.data.path).is_file(), "recipe paths are relative to the repository root"
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_recipe_trains_through_the_pipeline(recipe, monkeypatch, tmp_path):
+    """Each recipe as written (model, data, strategy), on two training batches of 200 and one validation batch."""
+    monkeypatch.chdir(ROOT)  # recipe paths are relative to the repository root
+    brief = [
+        *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1"),
+        *("--trainer.num_sanity_val_steps", "0", "--data.batch_size", "200", "--test_after_fit", "false"),
+        *("--trainer.logger", "false", "--trainer.enable_checkpointing", "false"),
+    ]
+    cli = MSPipeCLI(args=["fit", "--config", str(RECIPES / recipe), *brief, *QUIET, "--trainer.default_root_dir", str(tmp_path)])
+    assert isinstance(cli.trainer.strategy, MSPipeStrategy) and cli.trainer.strategy.max_staleness == "auto"
+    assert cli.trainer.global_step == 2 and cli.trainer.strategy.pipeline.profile.batches == 2
+    assert 0.0 <= float(cli.trainer.callback_metrics["val/ap"]) <= 1.0
 
 
 @pytest.mark.parametrize(
