@@ -190,6 +190,7 @@ def test_recipe_parses(recipe):
     assert config.data.batch_size == 600 and config.data.num_neighbors == 10
     assert config.trainer.strategy.class_path == "lightning_mspipe.MSPipeStrategy"
     assert config.trainer.strategy.init_args.max_staleness == "auto"
+    assert [callback.class_path for callback in config.trainer.callbacks] == ["lightning_mspipe.PipelineStats"]
     if recipe.endswith("_synthetic.yaml"):
         assert config.data.path is None
     else:
@@ -210,6 +211,7 @@ def test_recipe_trains_through_the_pipeline(recipe, monkeypatch, tmp_path):
     assert isinstance(cli.trainer.strategy, MSPipeStrategy) and cli.trainer.strategy.max_staleness == "auto"
     assert cli.trainer.global_step == 2 and cli.trainer.strategy.pipeline.profile.batches == 2
     assert 0.0 <= float(cli.trainer.callback_metrics["val/ap"]) <= 1.0
+    assert {"train/loss", "pipeline/events_per_s", "pipeline/staleness"} <= set(cli.trainer.progress_bar_metrics)
 
 
 @pytest.mark.parametrize(
