@@ -160,29 +160,42 @@ class StalenessMitigation(Callback):
 class PipelineStats(Callback):
     """Logs the pipeline's stage times, training-stage waits, staleness and events/s from the main thread.
 
-    Per batch: ``pipeline/wait_ms`` and ``pipeline/staleness``; per epoch: mean stage times
-    (``pipeline/<stage>_ms``), the bound ``pipeline/max_staleness``, the idle share of the training
-    stage and ``pipeline/events_per_s``. ``self.epochs`` keeps one summary dict per epoch.
+    Per batch: ``pipeline/staleness`` (the batch's, 0 without a pipeline) and
+    ``pipeline/events_per_s`` (training events per second since the epoch started), both also in
+    the progress bar beside the loss, and ``pipeline/wait_ms`` (how long the training stage waited
+    for this batch; only under :class:`~lightning_mspipe.strategy.MSPipeStrategy`). Per epoch: mean
+    stage times (``pipeline/<stage>_ms``), the bound ``pipeline/max_staleness``, the idle share of
+    the training stage and ``pipeline/events_per_s`` of the whole epoch. ``self.epochs`` keeps one
+    summary dict per epoch.
     """
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
         self._started = 0.0
         self._events = 0
-        self._waited = 0.0
+        self._epoch_wait = 0.0  # the pipeline's total wait when the epoch started
+        self._batch_wait = 0.0  # ... when the previous batch ended
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started, self._events = time.perf_counter(), 0
         pipeline = active_pipeline(trainer)
-        self._waited = 0.0 if pipeline is None else pipeline.profile.total_wait
+        self._epoch_wait = self._batch_wait = 0.0 if pipeline is None else pipeline.profile.total_wait
 
     @override
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: TemporalBatch, batch_idx: int
     ) -> None:
         self._events += batch.size
-        pl_module.log("pipeline/staleness", float(batch_staleness(batch)), on_step=True, on_epoch=False)
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        step = dict(on_step=True, on_epoch=False)
+        pl_module.log("pipeline/staleness", float(batch_staleness(batch)), prog_bar=True, **step)
+        pl_module.log("pipeline/events_per_s", self._events / elapsed, prog_bar=True, **step)
+        pipeline = active_pipeline(trainer)
+        if pipeline is not None:
+            # The pipeline records one wait per batch handed over; this batch's is the growth since the last.
+            waited, self._batch_wait = pipeline.profile.total_wait - self._batch_wait, pipeline.profile.total_wait
+            pl_module.log("pipeline/wait_ms", 1e3 * waited, **step)
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -190,7 +203,7 @@ class PipelineStats(Callback):
         summary = {"events_per_s": self._events / elapsed, "epoch_s": elapsed}
         pipeline = active_pipeline(trainer)
         if pipeline is not None:
-            waited = pipeline.profile.total_wait - self._waited
+            waited = pipeline.profile.total_wait - self._epoch_wait
             summary.update({f"{k}_ms": 1e3 * v for k, v in pipeline.profile.stage_times().as_dict().items()})
             summary.update(
                 idle_share=waited / elapsed,

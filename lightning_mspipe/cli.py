@@ -4,38 +4,133 @@
 then tests it. ``mspipe fit --model JODIE --data.path FILE`` trains on a file;
 ``mspipe fit --config recipes/tgn_wikipedia.yaml`` runs a recipe; ``mspipe test --ckpt_path
 FILE`` evaluates a checkpoint on the data it was trained on.
+
+A mistake in the arguments or the configuration (an unknown model or format, a missing file, a
+bad value, a data set too small for its split) prints one line, ``mspipe: error: ...``, and
+exits with status 2; ``--debug`` (anywhere on the command line) or ``MSPIPE_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.strategies import StrategyRegistry
 from typing_extensions import override
 
 from lightning_mspipe import __version__
 from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.models import APAN, JODIE, TGN, MemoryTGNN
 
-__all__ = ["MSPipeCLI", "main"]
+__all__ = ["CommandLineError", "MSPipeCLI", "main", "strategy_names_as_classes", "summarize_parser_error"]
 
 MODELS = (TGN, JODIE, APAN)
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "MSPIPE_DEBUG"
+STRATEGY_FLAG = "--trainer.strategy"
+
+# The shapes of jsonargparse's (4.x) messages that `summarize_parser_error` condenses; a message
+# of another shape is kept whole, on one line.
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)":?')
+_EXPECTED = re.compile(r"Expected a (.+?)\. Got value: (.*)")
+_UNION_ITEM = re.compile(r"^\s*- (.+)$", re.MULTILINE)
+_SUBTYPES = re.compile(r"Subtypes: \[(.*)\]")
+_GIVEN = re.compile(r"Given value: (.*)")
+_CLASS = re.compile(r"<class '(?:\w+\.)*(\w+)'>")
+
+
+class CommandLineError(Exception):
+    """A mistake in the arguments or the configuration, said in one line.
+
+    ``mspipe`` prints it as ``mspipe: error: <message>`` and exits with status 2; the exception
+    it comes from (jsonargparse's, or the one a constructor raised) is its ``__cause__``.
+    """
+
+
+def summarize_parser_error(message: str) -> str:
+    """Condense a jsonargparse error message to one line: the full key, the problem, the value given.
+
+    jsonargparse nests ``Parser key "k":`` blocks (``memory_dim`` inside ``model``) and lists the
+    alternatives of a union as ``- error`` lines, with the value given last. For example
+    ``Parser key "data.batch_size": Expected a <class 'int'>. Got value: abc`` (on two lines)
+    becomes ``data.batch_size: expected int, got 'abc'``; a union whose only error besides type
+    mismatches is a constructor's ``ValueError`` becomes that error.
+    """
+    message = _CLASS.sub(lambda m: "None" if m[1] == "NoneType" else m[1], message)
+    keys = _PARSER_KEY.findall(message)
+    prefix = f"{'.'.join(keys)}: " if keys else ""
+    innermost = message[list(_PARSER_KEY.finditer(message))[-1].end() :] if keys else message
+    if expected := _EXPECTED.search(innermost):
+        return f"{prefix}expected {expected[1]}, got {expected[2].strip()!r}"
+    problems = [item for item in _UNION_ITEM.findall(innermost) if not item.startswith("Expected a ")]
+    if len(problems) == 1:
+        return prefix + problems[0].strip()
+    subtypes, given = _SUBTYPES.search(innermost), _GIVEN.findall(innermost)
+    if subtypes and given:
+        return f"{prefix}expected {' or '.join(subtypes[1].split(', '))}, got {given[-1].strip()!r}"
+    return prefix + " ".join(innermost.split())
+
+
+def strategy_names_as_classes(args: Sequence[str]) -> list[str]:
+    """Give a strategy named by ``--trainer.strategy NAME`` its class form when ``--trainer.strategy.*`` follow.
+
+    jsonargparse reads a name from Lightning's ``StrategyRegistry`` (``mspipe``) as a plain string,
+    which takes no arguments; the registered class with the registry's ``init_params`` does. So
+    ``--trainer.strategy mspipe --trainer.strategy.max_staleness auto`` works like
+    ``--trainer.strategy lightning_mspipe.MSPipeStrategy --trainer.strategy.max_staleness auto``.
+    A name without arguments stays a name (Lightning resolves it).
+    """
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg == STRATEGY_FLAG and i + 1 < len(args):
+            at, name = i + 1, args[i + 1]
+        elif arg.startswith(f"{STRATEGY_FLAG}="):
+            at, name = i, arg.partition("=")[2]
+        else:
+            continue
+        nested = any(later.startswith(f"{STRATEGY_FLAG}.") for later in args[at + 1 :])
+        if nested and name in StrategyRegistry:
+            entry = StrategyRegistry[name]
+            cls = entry["strategy"]
+            value = json.dumps({"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": entry["init_params"]})
+            args[at] = value if at > i else f"{STRATEGY_FLAG}={value}"
+    return args
 
 
 class MSPipeArgumentParser(LightningArgumentParser):
-    """A LightningArgumentParser whose errors about ``model`` name the models to choose from."""
+    """A LightningArgumentParser whose errors are one :class:`CommandLineError` line; ``model`` errors name the models."""
 
     @override
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse is trying alternatives: it catches this error
+            super().error(message, ex)
         if message.startswith('Parser key "model"') and "import path" in message:
             names = ", ".join(model.__name__ for model in MODELS)
-            message = (
+            summary = (
                 f"model: not a model name. The models are {names}; or give the import path of a "
-                f"MemoryTGNN subclass (for example `--model my_package.MyModel`).\n{message}"
+                "MemoryTGNN subclass (for example `--model my_package.MyModel`)."
             )
-        super().error(message, ex)
+        else:
+            summary = summarize_parser_error(message)
+        raise CommandLineError(summary) from ex
+
+    @override
+    def parse_args(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Namespace:
+        """Parse ``args`` (default ``sys.argv[1:]``) without ``--debug``, which :class:`MSPipeCLI` reads.
+
+        A strategy name followed by strategy arguments takes its class form (:func:`strategy_names_as_classes`).
+        """
+        args = [arg for arg in (sys.argv[1:] if args is None else args) if arg != DEBUG_FLAG]
+        return super().parse_args(strategy_names_as_classes(args), *rest, **kwargs)
 
 
 class MSPipeCLI(LightningCLI):
@@ -47,26 +142,50 @@ class MSPipeCLI(LightningCLI):
     data module's settings saved in the checkpoint become the defaults, so ``mspipe test
     --ckpt_path FILE`` evaluates on the data the model was trained on.
 
+    A :class:`CommandLineError` (a parser error, or a ``ValueError``, ``TypeError`` or ``OSError``
+    while building data, model and trainer) prints ``mspipe: error: <one line>`` to stderr and
+    raises ``SystemExit(2)``, unless ``debug``.
+
     Args:
         model_class: Base class of the models (subclasses are selected with ``--model``).
         datamodule_class: The data module.
+        debug: Raise errors with their traceback instead. Default: ``--debug`` is among the
+            arguments (anywhere; the parser drops it) or the environment variable ``MSPIPE_DEBUG``
+            is set to anything but ``""`` or ``"0"``.
         **kwargs: Further arguments of :class:`~lightning.pytorch.cli.LightningCLI`.
+
+    Raises:
+        SystemExit: with status 2 on a mistake in the arguments or the configuration.
     """
 
     def __init__(
         self,
         model_class: type[MemoryTGNN] = MemoryTGNN,
         datamodule_class: type[TemporalDataModule] = TemporalDataModule,
+        debug: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        argv = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
+        requested = (isinstance(argv, list) and DEBUG_FLAG in argv) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        self.debug = requested if debug is None else debug
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("parser_class", MSPipeArgumentParser)
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault(
-            "parser_kwargs", {"description": "Train memory-based temporal GNNs on event streams."}
+            "parser_kwargs",
+            {
+                "description": "Train memory-based temporal GNNs on event streams. A mistake in the "
+                f"arguments prints one line; {DEBUG_FLAG} or {DEBUG_ENV}=1 shows the traceback."
+            },
         )
-        super().__init__(model_class, datamodule_class, **kwargs)
+        try:
+            super().__init__(model_class, datamodule_class, **kwargs)
+        except CommandLineError as error:
+            if self.debug:
+                raise
+            print(f"mspipe: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     @staticmethod
     @override
@@ -89,7 +208,7 @@ class MSPipeCLI(LightningCLI):
         parser.link_arguments("data.num_nodes", "model.init_args.num_nodes", apply_on="instantiate")
         parser.link_arguments("data.edge_dim", "model.init_args.edge_dim", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Run the test set after `fit`.")
-        parser.set_defaults({"model": {"class_path": "lightning_mspipe.models.TGN"}, "trainer.max_epochs": 3})
+        parser.set_defaults({"model": {"class_path": "lightning_mspipe.TGN"}, "trainer.max_epochs": 3})
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
@@ -107,6 +226,14 @@ class MSPipeCLI(LightningCLI):
                 {f"{subcommand}.data.{k}": v for k, v in saved.items() if not k.startswith("_")}
             )
             super().parse_arguments(parser, args)
+
+    @override
+    def instantiate_classes(self) -> None:
+        """Build data, model and trainer; a ``ValueError``, ``TypeError`` or ``OSError`` is a :class:`CommandLineError`."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, OSError) as error:
+            raise CommandLineError(summarize_parser_error(str(error))) from error
 
     def after_fit(self) -> None:
         """Test the fitted model (memory continues from validation), unless ``--test_after_fit false``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -12,8 +13,8 @@ import torch
 import yaml
 from typing_extensions import override
 
-from lightning_mspipe import __version__
-from lightning_mspipe.cli import MSPipeCLI, main
+from lightning_mspipe import MSPipeStrategy, __version__
+from lightning_mspipe.cli import CommandLineError, MSPipeCLI, main
 from lightning_mspipe.data import load_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ def _in_process_cli(monkeypatch):
     one intra-op thread: the tiny models gain nothing from more, and spinning OpenMP threads
     stall badly when other processes share the cores."""
     monkeypatch.setattr(sys, "argv", ["mspipe"])
+    monkeypatch.delenv("MSPIPE_DEBUG", raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -95,7 +97,7 @@ def test_jodie_on_uci_from_a_file(tmp_path, capsys, datasets_dir):
     assert SUMMARY.search(capsys.readouterr().out)
     run = tmp_path / "lightning_logs" / "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["class_path"] == "lightning_mspipe.models.JODIE"
+    assert config["model"]["class_path"] == "lightning_mspipe.JODIE"  # the public import path
     (ckpt,) = (run / "checkpoints").glob("*.ckpt")
     hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
     assert (hparams["num_nodes"], hparams["edge_dim"]) == (
@@ -115,14 +117,68 @@ def test_an_unknown_model_lists_the_models(args, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *args])
     assert exit_info.value.code == 2
-    assert "model: not a model name. The models are TGN, JODIE, APAN" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "mspipe: error: model: not a model name. The models are TGN, JODIE, APAN; or give the import path "
+        "of a MemoryTGNN subclass (for example `--model my_package.MyModel`).\n"
+    )
+
+
+USER_ERRORS = {
+    "missing_file": (["--data.path", "no/such/events.csv"], "`load_events`: no such file: no/such/events.csv"),
+    "unknown_format": (["--data.path", "events.csv", "--data.format", "xml"], "unknown format 'xml'; the formats are"),
+    "not_an_int": (["--data.batch_size", "many"], "data.batch_size: expected int, got 'many'"),
+    "model_argument_not_an_int": (["--model.memory_dim", "wide"], "model.memory_dim: expected int, got 'wide'"),
+    "int_or_none": (["--trainer.max_epochs", "x"], "trainer.max_epochs: expected int or None, got 'x'"),
+    "unknown_option": (["--data.batchsize", "5"], "unrecognized arguments: --data.batchsize 5"),
+    "rejected_value": (["--data.sampling", "latest"], "TemporalDataModule: unknown sampling 'latest'"),
+    "rejected_strategy_value": (
+        ["--trainer.strategy", "mspipe", "--trainer.strategy.max_staleness", "-1"],
+        "max_staleness must be ≥ 0 (0 is synchronous training), got -1.",
+    ),
+    "too_small_for_the_split": (
+        ["--data.synthetic_events", "100"],
+        "TemporalDataModule: batch_size 600 is larger than the train split of synthetic",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), USER_ERRORS.values(), ids=USER_ERRORS.keys())
+def test_a_user_error_prints_one_line_and_exits_with_status_2(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "events.csv").write_text("src,dst,t\n0,1,1\n1,2,2\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mspipe: error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_debug_flag_anywhere_raises_with_the_traceback():
+    with pytest.raises(CommandLineError, match="batch_size must be ≥ 1, got 0") as error:
+        main(["fit", "--data.batch_size", "0", "--debug"])
+    assert isinstance(error.value.__cause__, ValueError)  # the data module's own error, with its traceback
+
+
+def test_debug_environment_variable_keeps_the_parser_details(monkeypatch):
+    monkeypatch.setenv("MSPIPE_DEBUG", "1")
+    with pytest.raises(CommandLineError, match="expected int, got 'many'") as error:
+        main(["fit", "--data.batch_size", "many"])
+    assert "Parser key \"data.batch_size\"" in str(error.value.__cause__)
+
+
+def test_the_console_command_exits_with_status_2_and_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "lightning_mspipe.cli", "fit", "--data.batch_size", "many"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (2, "mspipe: error: data.batch_size: expected int, got 'many'\n")
 
 
 def test_every_model_and_data_set_has_a_recipe():
-    expected = {
-        f"{m}_{d}.yaml" for m in ("tgn", "jodie", "apan") for d in ("wikipedia", "uci", "enron", "uslegis")
-    }
-    assert {p.name for p in RECIPES.glob("*.yaml")} == expected | {"tgn_synthetic.yaml"}
+    data_sets = ("synthetic", "wikipedia", "uci", "enron", "uslegis")
+    expected = {f"{m}_{d}.yaml" for m in ("tgn", "jodie", "apan") for d in data_sets}
+    assert {p.name for p in RECIPES.glob("*.yaml")} == expected
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
@@ -132,11 +188,30 @@ def test_recipe_parses(recipe):
     assert config.model.class_path == f"lightning_mspipe.models.{model}"
     assert config.model.init_args.memory_dim == 100 and config.model.init_args.lr == pytest.approx(1e-4)
     assert config.data.batch_size == 600 and config.data.num_neighbors == 10
-    if recipe == "tgn_synthetic.yaml":
+    assert config.trainer.strategy.class_path == "lightning_mspipe.MSPipeStrategy"
+    assert config.trainer.strategy.init_args.max_staleness == "auto"
+    assert [callback.class_path for callback in config.trainer.callbacks] == ["lightning_mspipe.PipelineStats"]
+    if recipe.endswith("_synthetic.yaml"):
         assert config.data.path is None
     else:
         assert config.data.path.startswith("../shared/datasets/")
         assert (ROOT / config.data.path).is_file(), "recipe paths are relative to the repository root"
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_recipe_trains_through_the_pipeline(recipe, monkeypatch, tmp_path):
+    """Each recipe as written (model, data, strategy), on two training batches of 200 and one validation batch."""
+    monkeypatch.chdir(ROOT)  # recipe paths are relative to the repository root
+    brief = [
+        *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1"),
+        *("--trainer.num_sanity_val_steps", "0", "--data.batch_size", "200", "--test_after_fit", "false"),
+        *("--trainer.logger", "false", "--trainer.enable_checkpointing", "false"),
+    ]
+    cli = MSPipeCLI(args=["fit", "--config", str(RECIPES / recipe), *brief, *QUIET, "--trainer.default_root_dir", str(tmp_path)])
+    assert isinstance(cli.trainer.strategy, MSPipeStrategy) and cli.trainer.strategy.max_staleness == "auto"
+    assert cli.trainer.global_step == 2 and cli.trainer.strategy.pipeline.profile.batches == 2
+    assert 0.0 <= float(cli.trainer.callback_metrics["val/ap"]) <= 1.0
+    assert {"train/loss", "pipeline/events_per_s", "pipeline/staleness"} <= set(cli.trainer.progress_bar_metrics)
 
 
 @pytest.mark.parametrize(
@@ -159,3 +234,18 @@ def test_fit_with_the_pipeline_strategy_from_a_config(tmp_path, capsys):
     assert type(cli.trainer.strategy).__name__ == "MSPipeStrategy" and cli.trainer.strategy.max_staleness == 1
     assert cli.trainer.strategy.pipeline is not None and cli.trainer.strategy.pipeline.profile.batches > 0
     assert SUMMARY.search(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("args", "max_staleness"),
+    [
+        (["--trainer.strategy", "mspipe", "--trainer.strategy.max_staleness", "auto"], "auto"),
+        (["--trainer.strategy=mspipe", "--trainer.strategy.max_staleness=0", "--trainer.strategy.mode=exact"], 0),
+        (["--trainer.strategy", "mspipe"], 2),  # a name alone stays a name: Lightning's registry builds it
+    ],
+    ids=["name_then_argument", "equals_signs", "name_alone"],
+)
+def test_the_strategy_name_takes_arguments(args, max_staleness, tmp_path):
+    cli = MSPipeCLI(args=[*args, *TINY, *QUIET, "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert isinstance(cli.trainer.strategy, MSPipeStrategy)
+    assert cli.trainer.strategy.max_staleness == max_staleness
