@@ -1,6 +1,6 @@
 """lightning-mspipe: memory-based temporal GNNs on PyTorch Lightning with MSPipe's staleness-aware pipeline.
 
-The public API: the models (:class:`TGN`, :class:`JODIE`, :class:`APAN`), the data
+The public API: the models (:class:`TGN`, :class:`JODIE`, :class:`APAN`, the :class:`EdgeBank` baseline), the data
 (:class:`TemporalDataModule`, :func:`load_events`, :func:`synthetic_events`), the pipeline
 strategy (:class:`MSPipeStrategy`, registered as ``"mspipe"``) and its callbacks.
 """
@@ -11,13 +11,14 @@ __version__ = "0.1.0"  # before the imports: lightning_mspipe.cli reads it
 
 from lightning_mspipe.callbacks import MemoryUpdate, PipelineStats, StalenessGuard, StalenessMitigation  # noqa: E402
 from lightning_mspipe.data import TemporalDataModule, load_events, synthetic_events  # noqa: E402
-from lightning_mspipe.models import APAN, JODIE, TGN  # noqa: E402
+from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank  # noqa: E402
 from lightning_mspipe.strategy import MSPipeStrategy, register_strategies  # noqa: E402
 
 register_strategies()
 
 __all__ = [
     "APAN",
+    "EdgeBank",
     "JODIE",
     "MSPipeStrategy",
     "MemoryUpdate",

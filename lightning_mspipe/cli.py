@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import lightning as L
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -29,11 +30,11 @@ from typing_extensions import override
 
 from lightning_mspipe import __version__
 from lightning_mspipe.data.datamodule import TemporalDataModule
-from lightning_mspipe.models import APAN, JODIE, TGN, MemoryTGNN
+from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank
 
 __all__ = ["CommandLineError", "MSPipeCLI", "main", "strategy_names_as_classes", "summarize_parser_error"]
 
-MODELS = (TGN, JODIE, APAN)
+MODELS = (TGN, JODIE, APAN, EdgeBank)
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "MSPIPE_DEBUG"
 STRATEGY_FLAG = "--trainer.strategy"
@@ -117,7 +118,7 @@ class MSPipeArgumentParser(LightningArgumentParser):
             names = ", ".join(model.__name__ for model in MODELS)
             summary = (
                 f"model: not a model name. The models are {names}; or give the import path of a "
-                "MemoryTGNN subclass (for example `--model my_package.MyModel`)."
+                "LightningModule, e.g. a MemoryTGNN subclass (for example `--model my_package.MyModel`)."
             )
         else:
             summary = summarize_parser_error(message)
@@ -137,7 +138,8 @@ class MSPipeCLI(LightningCLI):
     """LightningCLI for memory-based TGNNs on event streams.
 
     The data module's ``num_nodes`` and ``edge_dim`` are linked into the model; ``--model`` takes
-    ``TGN``, ``JODIE``, ``APAN`` or the import path of any :class:`MemoryTGNN` subclass; ``fit``
+    ``TGN``, ``JODIE``, ``APAN``, ``EdgeBank`` or the import path of any ``LightningModule``
+    (a :class:`~lightning_mspipe.models.MemoryTGNN` subclass, typically); ``fit``
     tests the model afterwards (``--test_after_fit false`` skips it); with ``--ckpt_path``, the
     data module's settings saved in the checkpoint become the defaults, so ``mspipe test
     --ckpt_path FILE`` evaluates on the data the model was trained on.
@@ -160,7 +162,7 @@ class MSPipeCLI(LightningCLI):
 
     def __init__(
         self,
-        model_class: type[MemoryTGNN] = MemoryTGNN,
+        model_class: type[L.LightningModule] = L.LightningModule,
         datamodule_class: type[TemporalDataModule] = TemporalDataModule,
         debug: bool | None = None,
         **kwargs: Any,
@@ -236,11 +238,17 @@ class MSPipeCLI(LightningCLI):
             raise CommandLineError(summarize_parser_error(str(error))) from error
 
     def after_fit(self) -> None:
-        """Test the fitted model (memory continues from validation), unless ``--test_after_fit false``."""
+        """Test the fitted model (memory continues from validation), unless ``--test_after_fit false``.
+
+        With a ``ModelCheckpoint`` that monitors a metric (the protocol recipes' ``val/ap``), the best
+        checkpoint is tested, its memory included.
+        """
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
             return
         val = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
-        results = {**val, **self.trainer.test(self.model, datamodule=self.datamodule)[0]}
+        checkpoint = self.trainer.checkpoint_callback
+        best = "best" if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_path else None
+        results = {**val, **self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)[0]}
         if self.trainer.is_global_zero:
             shown = [
                 f"{key} {results[key]:.4f}" for key in ("val/ap", "test/ap", "test/mrr") if key in results

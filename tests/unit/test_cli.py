@@ -118,8 +118,8 @@ def test_an_unknown_model_lists_the_models(args, tmp_path, monkeypatch, capsys):
         main(["fit", *args])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (
-        "mspipe: error: model: not a model name. The models are TGN, JODIE, APAN; or give the import path "
-        "of a MemoryTGNN subclass (for example `--model my_package.MyModel`).\n"
+        "mspipe: error: model: not a model name. The models are TGN, JODIE, APAN, EdgeBank; or give the import "
+        "path of a LightningModule, e.g. a MemoryTGNN subclass (for example `--model my_package.MyModel`).\n"
     )
 
 
@@ -137,7 +137,7 @@ USER_ERRORS = {
     ),
     "too_small_for_the_split": (
         ["--data.synthetic_events", "100"],
-        "TemporalDataModule: batch_size 600 is larger than the train split of synthetic",
+        "TemporalDataModule: batch_size 200 is larger than the train split of synthetic",
     ),
 }
 
@@ -249,3 +249,33 @@ def test_the_strategy_name_takes_arguments(args, max_staleness, tmp_path):
     cli = MSPipeCLI(args=[*args, *TINY, *QUIET, "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert isinstance(cli.trainer.strategy, MSPipeStrategy)
     assert cli.trainer.strategy.max_staleness == max_staleness
+
+
+PROTOCOLS = RECIPES / "protocols"
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in PROTOCOLS.glob("*.yaml")))
+def test_protocol_recipe_follows_dyglib(recipe):
+    config = ParseOnlyCLI(args=["--config", str(PROTOCOLS / recipe)], run=False).config
+    model = {"tgn": "TGN", "jodie": "JODIE", "apan": "APAN", "edgebank": "EdgeBank"}[recipe.split("_")[0]]
+    assert config.model.class_path == f"lightning_mspipe.models.{model}"
+    assert config.data.batch_size == 200 and config.data.train_negatives == "train_dst"
+    assert config.data.eval_negatives == "dst" and (ROOT / config.data.path).is_file()
+    if model != "EdgeBank":
+        assert config.model.init_args.lr == pytest.approx(1e-4)
+        callbacks = {c.class_path.rsplit(".", 1)[1]: c.init_args for c in config.trainer.callbacks}
+        assert callbacks["EarlyStopping"].monitor == callbacks["ModelCheckpoint"].monitor == "val/ap"
+
+
+@pytest.mark.parametrize("model", ["tgn", "edgebank"])
+def test_protocol_recipe_tests_the_best_checkpoint(model, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(ROOT)
+    brief = [
+        *("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"),
+        *("--trainer.max_epochs", "2", "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false"),
+    ]
+    cli = MSPipeCLI(args=["fit", "--config", str(PROTOCOLS / f"{model}_uci.yaml"), *brief, *QUIET,
+                          "--trainer.default_root_dir", str(tmp_path)])
+    if model == "tgn":
+        assert cli.trainer.ckpt_path == cli.trainer.checkpoint_callback.best_model_path  # the test's checkpoint
+    assert "test/ap" in capsys.readouterr().out

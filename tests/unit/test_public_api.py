@@ -18,6 +18,7 @@ TOP_LEVEL = {
     "TGN": models.TGN,
     "JODIE": models.JODIE,
     "APAN": models.APAN,
+    "EdgeBank": models.EdgeBank,
     "MSPipeStrategy": strategy.MSPipeStrategy,
     "TemporalDataModule": datamodule.TemporalDataModule,
     "load_events": formats.load_events,
