@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> L.Trainer:
     """
     parser = argparse.ArgumentParser(description="Train TGN with MSPipeStrategy on the synthetic stream.")
     parser.add_argument("--nodes", type=int, default=500, help="nodes of the synthetic stream (default 500)")
-    parser.add_argument("--events", type=int, default=10_000, help="events of the synthetic stream (default 10,000)")
+    parser.add_argument("--events", type=int, default=10_000, help="events of the stream (default 10,000)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
     parser.add_argument("--batch-size", type=int, default=200, help="events per batch (default 200)")
     parser.add_argument("--dim", type=int, default=64, help="memory, time and embedding width (default 64)")
@@ -38,9 +38,8 @@ def main(argv: list[str] | None = None) -> L.Trainer:
     data = TemporalDataModule(
         synthetic_nodes=args.nodes, synthetic_events=args.events, batch_size=args.batch_size, mrr_negatives=20
     )
-    model = TGN(
-        num_nodes=data.num_nodes, edge_dim=data.edge_dim, memory_dim=args.dim, time_dim=args.dim, embedding_dim=args.dim
-    )
+    dims = dict(memory_dim=args.dim, time_dim=args.dim, embedding_dim=args.dim)
+    model = TGN(num_nodes=data.num_nodes, edge_dim=data.edge_dim, **dims)
     trainer = L.Trainer(
         max_epochs=args.epochs, strategy=MSPipeStrategy(max_staleness=2), callbacks=[PipelineStats()]
     )

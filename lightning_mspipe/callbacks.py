@@ -194,8 +194,9 @@ class PipelineStats(Callback):
         pipeline = active_pipeline(trainer)
         if pipeline is not None:
             # The pipeline records one wait per batch handed over; this batch's is the growth since the last.
-            waited, self._batch_wait = pipeline.profile.total_wait - self._batch_wait, pipeline.profile.total_wait
-            pl_module.log("pipeline/wait_ms", 1e3 * waited, **step)
+            total = pipeline.profile.total_wait
+            pl_module.log("pipeline/wait_ms", 1e3 * (total - self._batch_wait), **step)
+            self._batch_wait = total
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -82,7 +82,7 @@ def summarize_parser_error(message: str) -> str:
 
 
 def strategy_names_as_classes(args: Sequence[str]) -> list[str]:
-    """Give a strategy named by ``--trainer.strategy NAME`` its class form when ``--trainer.strategy.*`` follow.
+    """Give ``--trainer.strategy NAME`` its class form when ``--trainer.strategy.*`` flags follow.
 
     jsonargparse reads a name from Lightning's ``StrategyRegistry`` (``mspipe``) as a plain string,
     which takes no arguments; the registered class with the registry's ``init_params`` does. So
@@ -102,13 +102,17 @@ def strategy_names_as_classes(args: Sequence[str]) -> list[str]:
         if nested and name in StrategyRegistry:
             entry = StrategyRegistry[name]
             cls = entry["strategy"]
-            value = json.dumps({"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": entry["init_params"]})
+            class_path = f"{cls.__module__}.{cls.__qualname__}"
+            value = json.dumps({"class_path": class_path, "init_args": entry["init_params"]})
             args[at] = value if at > i else f"{STRATEGY_FLAG}={value}"
     return args
 
 
 class MSPipeArgumentParser(LightningArgumentParser):
-    """A LightningArgumentParser whose errors are one :class:`CommandLineError` line; ``model`` errors name the models."""
+    """A LightningArgumentParser that raises each error as a one-line :class:`CommandLineError`.
+
+    An unknown ``--model`` names the models to choose from.
+    """
 
     @override
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
@@ -128,7 +132,8 @@ class MSPipeArgumentParser(LightningArgumentParser):
     def parse_args(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Namespace:
         """Parse ``args`` (default ``sys.argv[1:]``) without ``--debug``, which :class:`MSPipeCLI` reads.
 
-        A strategy name followed by strategy arguments takes its class form (:func:`strategy_names_as_classes`).
+        A strategy name followed by strategy arguments takes its class form
+        (:func:`strategy_names_as_classes`).
         """
         args = [arg for arg in (sys.argv[1:] if args is None else args) if arg != DEBUG_FLAG]
         return super().parse_args(strategy_names_as_classes(args), *rest, **kwargs)
@@ -168,8 +173,8 @@ class MSPipeCLI(LightningCLI):
         **kwargs: Any,
     ) -> None:
         argv = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
-        requested = (isinstance(argv, list) and DEBUG_FLAG in argv) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-        self.debug = requested if debug is None else debug
+        flagged = isinstance(argv, list) and DEBUG_FLAG in argv
+        self.debug = (flagged or os.environ.get(DEBUG_ENV, "") not in ("", "0")) if debug is None else debug
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("parser_class", MSPipeArgumentParser)
         kwargs.setdefault("seed_everything_default", 0)
@@ -231,7 +236,8 @@ class MSPipeCLI(LightningCLI):
 
     @override
     def instantiate_classes(self) -> None:
-        """Build data, model and trainer; a ``ValueError``, ``TypeError`` or ``OSError`` is a :class:`CommandLineError`."""
+        """Build data, model and trainer; a ``ValueError``, ``TypeError`` or ``OSError`` becomes a
+        :class:`CommandLineError`."""
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, OSError) as error:

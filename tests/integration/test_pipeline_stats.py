@@ -20,8 +20,8 @@ def fit_and_read_metrics(tmp_path, strategy) -> tuple[L.Trainer, list[dict[str, 
     dm = small_datamodule()
     model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
     trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=STEPS, limit_val_batches=1, num_sanity_val_steps=0, strategy=strategy,
-        callbacks=[PipelineStats()], logger=CSVLogger(tmp_path, name="run"), log_every_n_steps=1,
+        max_epochs=1, limit_train_batches=STEPS, limit_val_batches=1, num_sanity_val_steps=0,
+        strategy=strategy, callbacks=[PipelineStats()], logger=CSVLogger(tmp_path, name="run"), log_every_n_steps=1,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(model, dm)
@@ -34,7 +34,8 @@ def test_per_batch_metrics_land_in_the_logger_and_the_progress_bar(tmp_path):
     steps = [row for row in rows if row["pipeline/wait_ms"]]
     assert len(steps) == STEPS
     assert all(float(row["pipeline/staleness"]) in (0.0, 1.0) for row in steps)
-    assert all(float(row["pipeline/events_per_s"]) > 0 and float(row["pipeline/wait_ms"]) >= 0 for row in steps)
+    assert all(float(row["pipeline/events_per_s"]) > 0 for row in steps)
+    assert all(float(row["pipeline/wait_ms"]) >= 0 for row in steps)
     # each batch's wait is its own share of the pipeline's total: together they are the total
     total_ms = 1e3 * trainer.strategy.pipeline.profile.total_wait
     assert sum(float(row["pipeline/wait_ms"]) for row in steps) == pytest.approx(total_ms, rel=1e-6, abs=1e-9)

@@ -124,10 +124,13 @@ def test_an_unknown_model_lists_the_models(args, tmp_path, monkeypatch, capsys):
 
 
 USER_ERRORS = {
-    "missing_file": (["--data.path", "no/such/events.csv"], "`load_events`: no such file: no/such/events.csv"),
-    "unknown_format": (["--data.path", "events.csv", "--data.format", "xml"], "unknown format 'xml'; the formats are"),
+    "missing_file": (["--data.path", "no/such.csv"], "`load_events`: no such file: no/such.csv"),
+    "unknown_format": (
+        ["--data.path", "events.csv", "--data.format", "xml"],
+        "unknown format 'xml'; the formats are",
+    ),
     "not_an_int": (["--data.batch_size", "many"], "data.batch_size: expected int, got 'many'"),
-    "model_argument_not_an_int": (["--model.memory_dim", "wide"], "model.memory_dim: expected int, got 'wide'"),
+    "model_argument": (["--model.memory_dim", "wide"], "model.memory_dim: expected int, got 'wide'"),
     "int_or_none": (["--trainer.max_epochs", "x"], "trainer.max_epochs: expected int or None, got 'x'"),
     "unknown_option": (["--data.batchsize", "5"], "unrecognized arguments: --data.batchsize 5"),
     "rejected_value": (["--data.sampling", "latest"], "TemporalDataModule: unknown sampling 'latest'"),
@@ -190,7 +193,9 @@ def test_recipe_parses(recipe):
     assert config.data.batch_size == 600 and config.data.num_neighbors == 10
     assert config.trainer.strategy.class_path == "lightning_mspipe.MSPipeStrategy"
     assert config.trainer.strategy.init_args.max_staleness == "auto"
-    assert [callback.class_path for callback in config.trainer.callbacks] == ["lightning_mspipe.PipelineStats"]
+    assert [callback.class_path for callback in config.trainer.callbacks] == [
+        "lightning_mspipe.PipelineStats"
+    ]
     if recipe.endswith("_synthetic.yaml"):
         assert config.data.path is None
     else:
@@ -200,18 +205,20 @@ def test_recipe_parses(recipe):
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
 def test_recipe_trains_through_the_pipeline(recipe, monkeypatch, tmp_path):
-    """Each recipe as written (model, data, strategy), on two training batches of 200 and one validation batch."""
+    """Each recipe as written (model, data, strategy): two training batches of 200, one validation batch."""
     monkeypatch.chdir(ROOT)  # recipe paths are relative to the repository root
     brief = [
-        *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1"),
-        *("--trainer.num_sanity_val_steps", "0", "--data.batch_size", "200", "--test_after_fit", "false"),
-        *("--trainer.logger", "false", "--trainer.enable_checkpointing", "false"),
+        *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"),
+        *("--trainer.max_epochs", "1", "--trainer.num_sanity_val_steps", "0", "--data.batch_size", "200"),
+        *("--test_after_fit", "false", "--trainer.logger", "false"),
+        *("--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)),
     ]
-    cli = MSPipeCLI(args=["fit", "--config", str(RECIPES / recipe), *brief, *QUIET, "--trainer.default_root_dir", str(tmp_path)])
-    assert isinstance(cli.trainer.strategy, MSPipeStrategy) and cli.trainer.strategy.max_staleness == "auto"
-    assert cli.trainer.global_step == 2 and cli.trainer.strategy.pipeline.profile.batches == 2
-    assert 0.0 <= float(cli.trainer.callback_metrics["val/ap"]) <= 1.0
-    assert {"train/loss", "pipeline/events_per_s", "pipeline/staleness"} <= set(cli.trainer.progress_bar_metrics)
+    cli = MSPipeCLI(args=["fit", "--config", str(RECIPES / recipe), *brief, *QUIET])
+    trainer = cli.trainer
+    assert isinstance(trainer.strategy, MSPipeStrategy) and trainer.strategy.max_staleness == "auto"
+    assert trainer.global_step == 2 and trainer.strategy.pipeline.profile.batches == 2
+    assert 0.0 <= float(trainer.callback_metrics["val/ap"]) <= 1.0
+    assert {"train/loss", "pipeline/events_per_s", "pipeline/staleness"} <= set(trainer.progress_bar_metrics)
 
 
 @pytest.mark.parametrize(
@@ -240,7 +247,10 @@ def test_fit_with_the_pipeline_strategy_from_a_config(tmp_path, capsys):
     ("args", "max_staleness"),
     [
         (["--trainer.strategy", "mspipe", "--trainer.strategy.max_staleness", "auto"], "auto"),
-        (["--trainer.strategy=mspipe", "--trainer.strategy.max_staleness=0", "--trainer.strategy.mode=exact"], 0),
+        (
+            ["--trainer.strategy=mspipe", "--trainer.strategy.max_staleness=0", "--trainer.strategy.mode=exact"],
+            0,
+        ),
         (["--trainer.strategy", "mspipe"], 2),  # a name alone stays a name: Lightning's registry builds it
     ],
     ids=["name_then_argument", "equals_signs", "name_alone"],

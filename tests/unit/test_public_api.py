@@ -56,7 +56,7 @@ def test_data_package_exports_the_data_module_and_the_streams():
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
 def test_docs_use_the_short_imports(page):
     for module, names in DOC_IMPORT.findall(page.read_text()):
-        assert module in SHORT_MODULES, f"{page.name}: `from {module} import {names}`; import from lightning_mspipe"
+        assert module in SHORT_MODULES, f"{page.name}: `from {module} import {names}`; use the short import"
         exported = vars(__import__(module, fromlist=["_"]))
         for name in (n.strip() for n in names.split(",")):
             assert name in exported, f"{page.name}: {module} has no {name}"
