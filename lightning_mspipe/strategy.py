@@ -11,8 +11,8 @@ from lightning.pytorch.strategies import SingleDeviceStrategy, StrategyRegistry
 from typing_extensions import override
 
 from lightning_mspipe.callbacks import MemoryUpdate, StalenessGuard, StalenessMitigation
-from lightning_mspipe.data.loader import TemporalBatchLoader
 from lightning_mspipe.models.base import MemoryTGNN
+from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.loader import FaultHook, PipelinedLoader
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 
@@ -111,7 +111,7 @@ class MSPipeStrategy(SingleDeviceStrategy):
     @override
     def process_dataloader(self, dataloader: object) -> object:
         trainer = self.lightning_module.trainer
-        if not trainer.training or not isinstance(dataloader, TemporalBatchLoader):
+        if not trainer.training or not isinstance(dataloader, BatchSource):
             return dataloader
         self.pipeline = PipelinedLoader(
             dataloader,
