@@ -9,9 +9,11 @@ stream waits on it when a batch is taken.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
@@ -23,7 +25,10 @@ from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout, Sto
 
 __all__ = ["POLL", "LaneRun", "ProducerLane"]
 
+log = logging.getLogger(__name__)
+
 POLL = 0.05  # seconds between checks of a stop flag while waiting
+JOIN_TIMEOUT = 5.0  # longest a shutdown waits for the thread (a stage stuck in C code cannot be interrupted)
 
 T = TypeVar("T")
 
@@ -36,7 +41,7 @@ class LaneRun:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self.stage: tuple[str, int] = ("idle", -1)
+        self.stage: tuple[str, int] = ("thread set-up", -1)
 
     def enter(self, stage: str, index: int) -> None:
         """Record that ``stage`` of batch ``index`` starts; raise :class:`Stopped` if the run was stopped."""
@@ -77,6 +82,7 @@ class ProducerLane(Generic[T]):
         device: The compute device; on CUDA the thread sets it and works on its own stream.
         timeout: Seconds :meth:`take` waits for one item before it raises :class:`PipelineTimeout`.
         describe: Extra context for the timeout message (for example the memory version).
+        join_timeout: Seconds :meth:`shutdown` waits for the thread to end.
     """
 
     def __init__(
@@ -86,9 +92,10 @@ class ProducerLane(Generic[T]):
         device: torch.device,
         timeout: float,
         describe: Callable[[], str] = lambda: "",
+        join_timeout: float = JOIN_TIMEOUT,
     ) -> None:
         self.name, self.capacity, self.device, self.timeout = name, capacity, device, timeout
-        self.describe = describe
+        self.describe, self.join_timeout = describe, join_timeout
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._run: _ThreadRun[T] | None = None
 
@@ -103,11 +110,15 @@ class ProducerLane(Generic[T]):
 
     def _main(self, run: _ThreadRun[T], work: Callable[[int, LaneRun], T], start: int, end: int,
               on_exit: Callable[[], None]) -> None:
-        if self.stream is None:
-            torch.set_num_threads(1)  # leave the cores to the training step (DESIGN §5)
-        else:
-            torch.cuda.set_device(self.device)
+        threads = None
         try:
+            run.stage = ("thread set-up", start)
+            if self.stream is None:
+                previous = torch.get_num_threads()
+                torch.set_num_threads(1)  # leave the cores to the training step (DESIGN §5)
+                threads = previous
+            else:
+                torch.cuda.set_device(self.device)
             with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
                 for index in range(start, end):
                     run.put(work(index, run))
@@ -119,20 +130,33 @@ class ProducerLane(Generic[T]):
             except Stopped:
                 pass
         finally:
+            if threads is not None:
+                torch.set_num_threads(threads)  # a thread-pool backend may share the setting with the main thread
             on_exit()
 
     def shutdown(self) -> None:
-        """Stop the thread and wait for it to end."""
+        """Stop the thread and wait up to ``join_timeout`` seconds for it; warn, naming its stage, if it hangs."""
         run, self._run = self._run, None
         if run is None or run.thread is None:
             return
         run.stop.set()
+        deadline = time.monotonic() + self.join_timeout
         while run.thread.is_alive():
             try:  # unblock a thread waiting on a full queue
                 run.queue.get_nowait()
             except queue.Empty:
                 pass
             run.thread.join(timeout=POLL)
+            if run.thread.is_alive() and time.monotonic() > deadline:
+                stage, index = run.stage
+                message = (
+                    f"MSPipe pipeline: the producer thread ({self.name}) did not stop within {self.join_timeout:g}s; it is in "
+                    f"stage '{stage}' of batch {index}, inside a call that cannot be interrupted (C code or I/O). "
+                    "It is left running as a daemon thread and whatever it produces is discarded."
+                )
+                log.warning(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                return
 
     def running(self) -> bool:
         """Whether a run is started and not shut down."""

@@ -13,7 +13,7 @@ from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
 from lightning_mspipe.pipeline.gate import StalenessGate
-from lightning_mspipe.pipeline.lanes import LaneRun, ProducerLane
+from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, LaneRun, ProducerLane
 from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 from lightning_mspipe.pipeline.stages import fetch_memory
@@ -49,7 +49,8 @@ class PipelinedLoader:
         max_staleness: ``s ≥ 0`` or ``"auto"``.
         mode: ``"bounded"`` or ``"exact"``.
         device: Where batches go (the compute device).
-        timeout: Seconds any single wait may last before it raises :class:`PipelineTimeout`.
+        timeout: Seconds any single wait may last before it raises :class:`PipelineTimeout`; a
+            shutdown waits at most ``min(timeout, 5)`` seconds for the producer thread, then warns.
         max_auto_staleness: Upper clamp of the automatic bound.
         warmup: Measured batches per phase of ``"auto"``.
         drift: Relative change of stage times that triggers re-estimation.
@@ -92,7 +93,7 @@ class PipelinedLoader:
         capacity = (max_auto_staleness if self.auto is not None else fixed) + 2
         self.lane: ProducerLane[TemporalBatch] = ProducerLane(
             "mspipe-producer", capacity, self.device, timeout,
-            describe=lambda: f" (memory version {self.store.current_version})",
+            describe=lambda: f" (memory version {self.store.current_version})", join_timeout=min(timeout, JOIN_TIMEOUT),
         )
         self.threaded_now = False
         self._restored_snapshots: dict[int, tuple[MemorySnapshot, torch.Tensor]] = {}

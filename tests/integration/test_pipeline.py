@@ -150,6 +150,28 @@ def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread():
     assert no_producer_threads()
 
 
+def test_a_stage_stuck_in_an_uninterruptible_call_times_out_and_does_not_freeze_shutdown():
+    release = threading.Event()
+
+    def stuck(stage, index, stop):
+        if stage == "features" and index == 2:
+            release.wait(60)  # deaf to the stop flag, like a call into C code
+
+    strategy = MSPipeStrategy(max_staleness=1, timeout=0.5)
+    strategy.fault_hook = stuck
+    with pytest.warns(RuntimeWarning, match=r"did not stop within 0.5s; it is in stage 'features' of batch 2"):
+        with pytest.raises(PipelineTimeout, match=r"the producer is in stage 'features' of batch 2"):
+            fit(strategy=strategy)
+    release.set()
+    assert no_producer_threads()
+
+
+def test_the_main_threads_intra_op_thread_count_is_unchanged_by_the_producer():
+    before = torch.get_num_threads()
+    fit(strategy=MSPipeStrategy(max_staleness=1), epochs=1, limit_train_batches=4)
+    assert torch.get_num_threads() == before
+
+
 def test_missing_memory_writes_time_out_instead_of_hanging():
     class DropWrites(Callback):
         def on_train_start(self, trainer, pl_module):

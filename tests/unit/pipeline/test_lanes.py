@@ -76,3 +76,52 @@ def test_a_restart_gives_the_new_run_its_own_stop_flag():
     producer.take(0)
     producer.shutdown()
     assert runs[0] is not runs[1] and runs[0].stop.is_set()
+
+
+def test_a_thread_stuck_in_an_uninterruptible_call_does_not_freeze_shutdown():
+    release = threading.Event()
+
+    def work(index, run: LaneRun):
+        run.enter("sample", index)
+        if index == 1:
+            release.wait(60)  # like a C call: deaf to the stop flag
+        return index
+
+    producer = ProducerLane("test-lane", 2, torch.device("cpu"), 30.0, join_timeout=0.2)
+    producer.start(work, 0, 3, on_exit=lambda: None)
+    assert producer.take(0) == 0
+    with pytest.warns(RuntimeWarning, match=r"did not stop within 0.2s; it is in stage 'sample' of batch 1"):
+        producer.shutdown()
+    release.set()
+    for thread in lane_threads():
+        thread.join(10)
+    assert not lane_threads()
+
+
+def test_a_failing_thread_set_up_is_reported_as_a_stage(monkeypatch):
+    def broken(threads):
+        raise RuntimeError("no OpenMP")
+
+    monkeypatch.setattr(torch, "set_num_threads", broken)
+    producer = lane()
+    producer.start(lambda index, run: index, 0, 2, on_exit=lambda: None)
+    with pytest.raises(PipelineError, match=r"stage 'thread set-up' failed on batch 0: RuntimeError: no OpenMP"):
+        producer.take(0)
+    producer.shutdown()
+
+
+def test_the_thread_restores_its_intra_op_thread_count(monkeypatch):
+    calls, real = [], torch.set_num_threads
+    before = torch.get_num_threads()
+
+    def recording(threads):
+        calls.append(threads)
+        real(threads)
+
+    monkeypatch.setattr(torch, "set_num_threads", recording)
+    producer, exited = lane(), threading.Event()
+    producer.start(lambda index, run: torch.get_num_threads(), 0, 1, on_exit=exited.set)
+    assert producer.take(0) == 1  # one intra-op thread while it works
+    assert exited.wait(10)
+    producer.shutdown()
+    assert calls == [1, before]  # restored, whether the setting is per thread (OpenMP) or shared
