@@ -29,10 +29,9 @@ def fetch_delay(times: StageTimes, slack: float = SLACK) -> float:
 
     Training asks for batch ``j`` once the step (τ4) and the write (τ5) of batch ``j − 1`` are
     done; the fetch takes τ3, so its latest start that does not stall training is
-    ``τ4 + τ5 − τ3``, less a safety margin of ``slack · τ4 + τ3``.
+    ``τ4 + τ5 − τ3``, less a safety margin of ``slack · τ4``.
     """
-    margin = slack * times.train + times.memory
-    return times.train + times.write - times.memory - margin
+    return times.train + times.write - times.memory - slack * times.train
 
 
 class StalenessGate:

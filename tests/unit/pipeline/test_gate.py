@@ -1,9 +1,10 @@
 import threading
+import time
 
 import pytest
 
 from lightning_mspipe.pipeline.errors import PipelineTimeout, Stopped
-from lightning_mspipe.pipeline.gate import StalenessGate
+from lightning_mspipe.pipeline.gate import StalenessGate, fetch_delay
 from lightning_mspipe.pipeline.lanes import LaneRun
 from lightning_mspipe.pipeline.schedule import StageTimes
 
@@ -112,3 +113,34 @@ def test_inflight_batches_are_the_fetched_not_yet_taken_ones():
     assert sorted(b.index for b in gate.inflight()) == [1, 2]
     gate.reset()
     assert gate.inflight() == []
+
+
+def test_the_bounded_fetch_starts_at_its_latest_non_stalling_start():
+    # training asks for batch j at τ4 + τ5 = 14 after batch j − 1 was handed over; the fetch takes τ3 = 3:
+    # latest start 11, less the margin 0.1 · τ4 = 1 (τ3 is subtracted once, not twice)
+    times = StageTimes(sample=1.0, features=2.0, memory=3.0, train=10.0, write=4.0)
+    assert fetch_delay(times) == pytest.approx(10.0)
+    assert fetch_delay(times, slack=0.0) == pytest.approx(11.0)
+
+
+def test_bounded_mode_waits_for_fresher_memory_until_it_is_fully_fresh():
+    store = make_store()
+    gate = StalenessGate(store, bound=2, mode="bounded", timeout=30)
+    commit_write(store)  # version 1 ≥ 3 − 2: the gate is open, but fresher memory is coming
+    gate.mark_taken(2, at=time.perf_counter())
+    long_step = lambda: StageTimes(0, 0, 0, train=60.0, write=0)  # noqa: E731 - latest start in 54 s
+    thread, outcome = in_thread(lambda: gate.wait_to_fetch(3, LaneRun(), long_step))
+    commit_write(store)
+    thread.join(0.2)
+    assert thread.is_alive() and not outcome  # version 2: not yet fresh
+    commit_write(store)  # version 3: every write before batch 3 is in
+    thread.join(10)
+    assert outcome == ["done"]
+
+
+def test_bounded_mode_fetches_stale_memory_once_its_latest_start_has_passed():
+    store = make_store()
+    gate = StalenessGate(store, bound=2, mode="bounded", timeout=30)
+    gate.mark_taken(1, at=time.perf_counter() - 100.0)  # batch 1 trained long ago: no time left to wait
+    gate.wait_to_fetch(2, LaneRun(), lambda: StageTimes(0, 0, 1.0, 10.0, 1.0))
+    assert store.current_version == 0
