@@ -198,6 +198,30 @@ def test_bad_strategy_arguments_are_named(kwargs, error, match):
         MSPipeStrategy(**kwargs)
 
 
+def test_a_training_loader_that_cannot_be_pipelined_trains_sequentially_with_a_warning():
+    class PreparedBatches:
+        """A sized iterable of ready batches: trainable, but without stages or a position to save."""
+
+        def __init__(self, batches):
+            self.batches = batches
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __iter__(self):
+            return iter(self.batches)
+
+    dm = small_datamodule()
+    dm.setup("fit")
+    batches = PreparedBatches(list(dm.train_dataloader()))
+    model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, strategy=MSPipeStrategy(max_staleness=2))
+    with pytest.warns(UserWarning, match=r"training loader \(PreparedBatches\) cannot be pipelined: .* lacks sample, fetch_features"):
+        trainer.fit(model, train_dataloaders=batches)
+    assert trainer.strategy.pipeline is None and model.memory.current_version == len(batches)
+
+
 def test_lightning_features_work_with_the_pipeline():
     stats = PipelineStats()
     _, recorder, trainer = fit(
