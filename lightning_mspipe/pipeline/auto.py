@@ -17,7 +17,7 @@ __all__ = ["AutoBound"]
 
 log = logging.getLogger(__name__)
 
-DISCARD = 0  # first batches of each measurement phase left out of the estimates
+DISCARD = 1  # first batches of each measurement phase left out of the estimates
 
 
 class AutoBound:
@@ -44,7 +44,7 @@ class AutoBound:
 
     def phase_length(self, epoch_length: int) -> int:
         """Batches per measurement phase: the discarded ones plus ``warmup`` (short epochs decide in the first one)."""
-        return max(2, min(self.warmup, epoch_length // 4))
+        return DISCARD + max(2, min(self.warmup, epoch_length // 4))
 
     def choose_bound(self, times: StageTimes) -> int:
         """Set and return the bound for the measured ``times`` (after the inline phase)."""
@@ -77,9 +77,15 @@ class AutoBound:
                  self.bound, self.pipelined, {k: round(v, 5) for k, v in self._inputs.items()}, extra)
 
     def state_dict(self) -> dict[str, Any]:
-        """The choice and whether it is final."""
-        return {"bound": self.bound, "pipelined": self.pipelined, "decided": self.decided}
+        """The choice, whether it is final, and its inputs (stage times and periods)."""
+        return {"bound": self.bound, "pipelined": self.pipelined, "decided": self.decided,
+                "choices": [dict(c) for c in self.choices], "inputs": self._inputs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Keep a checkpoint's choice."""
-        self.bound, self.pipelined, self.decided = int(state["bound"]), bool(state["pipelined"]), bool(state["decided"])
+        """Keep a checkpoint's choice; a bound above this run's ``maximum`` is clamped (and logged)."""
+        self.pipelined, self.decided = bool(state["pipelined"]), bool(state["decided"])
+        self.choices, self._inputs = [dict(c) for c in state["choices"]], state["inputs"]
+        self.bound = min(int(state["bound"]), self.maximum)
+        if self.bound != state["bound"]:
+            log.warning("MSPipe auto: the checkpoint's bound %d is above max_auto_staleness=%d; using %d.",
+                        state["bound"], self.maximum, self.bound)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Callable, Iterator
 
 import torch
@@ -134,7 +135,8 @@ class PipelinedLoader:
         cap = len(self) if self.max_batches is None else min(len(self), int(self.max_batches()))
         self.gate.reset()
         self._handed_at.clear()
-        if self.auto is not None and self.auto.reestimate(self.profile.stage_times()):
+        measured = self.profile.count("train") > 0  # a resumed run has no stage times yet
+        if self.auto is not None and measured and self.auto.reestimate(self.profile.stage_times()):
             self.gate.bound = self.auto.bound
         index = start
         try:
@@ -255,7 +257,8 @@ class PipelinedLoader:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The base loader's position, the bound and ``"auto"``'s choice, and the memory snapshots
+        """The base loader's position, the ``max_staleness`` setting, the bound and ``"auto"``'s choice
+        (with its inputs), and the memory snapshots
         of fetched, not yet trained batches that predate the current memory version (for exact resume)."""
         version = self.store.current_version
         inflight = {
@@ -263,16 +266,30 @@ class PipelinedLoader:
             for batch in self.gate.inflight()
             if batch.memory is not None and batch.memory.version < version
         }
-        return {"loader": self.loader.state_dict(), "inflight": inflight, "bound": self.bound,
-                "auto": None if self.auto is None else self.auto.state_dict()}
+        return {"loader": self.loader.state_dict(), "inflight": inflight, "max_staleness": self.max_staleness,
+                "bound": self.bound, "auto": None if self.auto is None else self.auto.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume the position, the in-flight snapshots and the checkpoint's bound."""
+        """Resume the position; keep the checkpoint's in-flight snapshots and ``"auto"`` choice when the
+        ``max_staleness`` setting is the same. When it differs, this run's setting wins: a warning says so
+        and the snapshots are dropped (those batches fetch memory again, so the resume is not bit-identical)."""
         self.loader.load_state_dict(state["loader"])
+        saved = state.get("max_staleness", state["bound"])  # earlier checkpoints saved only the bound
+        if saved != self.max_staleness:
+            warnings.warn(
+                f"MSPipe pipeline: the checkpoint was trained with max_staleness={saved!r}; this run keeps its own "
+                f"max_staleness={self.max_staleness!r}. The checkpoint's in-flight memory snapshots are dropped and "
+                "refetched, so the run is not bit-identical to an uninterrupted one. Pass "
+                f"max_staleness={saved!r} to continue with the checkpoint's bound.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self._restored_snapshots = {}
+            return
         self._restored_snapshots = {
             int(index): (MemorySnapshot(**entry["memory"]).to(self.device), entry["memory_index"].to(self.device))
             for index, entry in state["inflight"].items()
         }
-        self.gate.bound = int(state["bound"])
         if self.auto is not None:
             self.auto.load_state_dict(state["auto"])
+            self.gate.bound = self.auto.bound

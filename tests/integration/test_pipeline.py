@@ -258,6 +258,17 @@ def test_mid_epoch_resume_in_exact_mode_is_bit_identical(tmp_path):
     assert_same_model(full, resumed)
 
 
+def test_resuming_with_another_bound_keeps_the_new_bound_and_says_so(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_on_train_epoch_end=False)
+    fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=1, max_steps=4, enable_checkpointing=True,
+        callbacks=[checkpoint])
+    guard = StalenessGuard()
+    with pytest.warns(UserWarning, match=r"trained with max_staleness=2; this run keeps its own max_staleness=1"):
+        _, _, trainer = fit(strategy=MSPipeStrategy(max_staleness=1, mode="exact"), epochs=1, callbacks=[guard],
+                            ckpt_path=next(tmp_path.glob("*step=4*.ckpt")))
+    assert trainer.strategy.pipeline.bound == 1 and max(guard.histogram) == 1
+
+
 def test_resume_at_an_epoch_boundary_is_bit_identical(tmp_path):
     full, full_rec, _ = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2)
     first, first_rec, trainer = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=1)

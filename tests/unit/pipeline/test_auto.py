@@ -49,6 +49,16 @@ def test_the_choice_survives_a_state_round_trip():
     restored = AutoBound(maximum=4)
     restored.load_state_dict(policy.state_dict())
     assert (restored.bound, restored.pipelined, restored.decided) == (1, True, True)
+    assert restored.choices == policy.choices and restored.choices[0]["memory"] == 3  # the inputs travel too
+    assert not restored.reestimate(TIMES)  # it compares against the restored inputs: no drift
+
+
+def test_a_restored_bound_above_this_runs_maximum_is_clamped():
+    policy = AutoBound(maximum=4)
+    policy.choose_bound(StageTimes(0.1, 0.1, 30.0, 1.0, 30.0))  # 2
+    tighter = AutoBound(maximum=1)
+    tighter.load_state_dict(policy.state_dict())
+    assert tighter.bound == 1
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [(dict(maximum=-1), "max_auto_staleness must be ≥ 0"),

@@ -1,8 +1,11 @@
 """PipelinedLoader driven by hand (no Trainer): each 'step' commits one memory write, as stage 5 would."""
 
+import time
+
 import pytest
 import torch
 
+from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.loader import PipelinedLoader
 
 from tests.unit.pipeline.conftest import commit_write, make_store
@@ -67,3 +70,65 @@ def test_state_holds_the_position_and_stale_inflight_snapshots(source):
     pipeline.close()
     assert state["loader"]["next_batch"] == 3
     assert all(int(i) >= 3 and entry["memory"]["version"] < 3 for i, entry in state["inflight"].items())
+
+
+def test_the_auto_estimate_leaves_out_the_first_batch_of_the_phase(source):
+    def one_time_cost(stage, index, stop):
+        if stage == "sample" and index == 0:
+            time.sleep(0.3)
+
+    length = AutoBound(maximum=3).phase_length(len(source))
+    pipeline = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30,
+                               max_batches=lambda: length, fault_hook=one_time_cost)  # the inline phase only
+    train(pipeline)
+    (choice,) = pipeline.choices
+    assert choice["sample"] == pytest.approx(pipeline.profile.mean("sample", last=length - DISCARD))
+    assert choice["sample"] < pipeline.profile.mean("sample")  # batch 0's 0.3 s is not in it
+
+
+def checkpoint_after(source, bound, batches):
+    """State of a pipeline with ``bound`` after training ``batches`` batches (exact mode), and its store."""
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, mode="exact", timeout=30)
+    iterator = iter(pipeline)
+    for _ in range(batches):
+        batch = next(iterator)
+        pipeline.before_write(batch.index)
+        commit_write(pipeline.store)
+    # exact mode: the write of batch i waited until batch i + bound was fetched, so batches 3 … 2 + bound are in flight
+    state = pipeline.state_dict()
+    pipeline.close()
+    return state, pipeline.store
+
+
+def resume(source, state, store, **kwargs):
+    pipeline = PipelinedLoader(source, store, timeout=30, **kwargs)
+    pipeline.load_state_dict(state)
+    return pipeline
+
+
+def test_a_resume_with_the_same_bound_keeps_the_inflight_snapshots(source):
+    state, store = checkpoint_after(source, bound=2, batches=3)
+    assert state["inflight"] and state["max_staleness"] == 2
+    pipeline = resume(source, state, store, max_staleness=2, mode="exact")
+    seen = train(pipeline)
+    assert seen[0] == (3, 1)  # batch 3 trains on the snapshot taken at version 1, as without the checkpoint
+
+
+def test_a_resume_with_another_bound_keeps_the_new_bound_says_so_and_refetches(source):
+    state, store = checkpoint_after(source, bound=2, batches=3)
+    with pytest.warns(UserWarning, match=r"trained with max_staleness=2; this run keeps its own max_staleness=1"):
+        pipeline = resume(source, state, store, max_staleness=1, mode="exact")
+    seen = train(pipeline)
+    assert pipeline.bound == 1 and seen[0][0] == 3
+    assert all(index - version <= 1 for index, version in seen)  # the stale-by-2 snapshots were dropped
+
+
+def test_a_resumed_auto_run_keeps_the_checkpoints_choice(source):
+    first = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30)
+    train(first)
+    state = first.state_dict()
+    assert state["auto"]["decided"] and state["auto"]["inputs"]["train"] > 0
+    resumed = resume(source, state, make_store(), max_staleness="auto", max_auto_staleness=3)
+    assert (resumed.bound, resumed.threaded, resumed.decided) == (first.bound, first.threaded, True)
+    train(resumed)  # no stage times of its own yet at its first epoch start: no re-estimate from zeros
+    assert resumed.choices == first.choices
