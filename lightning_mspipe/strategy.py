@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import lightning as L
@@ -11,8 +12,8 @@ from lightning.pytorch.strategies import SingleDeviceStrategy, StrategyRegistry
 from typing_extensions import override
 
 from lightning_mspipe.callbacks import MemoryUpdate, StalenessGuard, StalenessMitigation
-from lightning_mspipe.data.loader import TemporalBatchLoader
 from lightning_mspipe.models.base import MemoryTGNN
+from lightning_mspipe.pipeline.contract import BatchSource, missing_members
 from lightning_mspipe.pipeline.loader import FaultHook, PipelinedLoader
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 
@@ -47,7 +48,8 @@ class MSPipeStrategy(SingleDeviceStrategy):
             pinned host memory (the paper's large-graph setting).
         max_auto_staleness: Upper clamp of the ``"auto"`` bound.
         timeout: Seconds any pipeline wait may last before it raises with a message.
-        device: The compute device; default: the Trainer's accelerator's first device.
+        device: The compute device; default: the device the Trainer assigns (``devices=1`` or
+            ``devices=[i]``). Multi-device training is refused (see :attr:`parallel_devices`).
     """
 
     strategy_name = "mspipe"
@@ -65,6 +67,7 @@ class MSPipeStrategy(SingleDeviceStrategy):
     ) -> None:
         super().__init__(device=device if device is not None else "cpu", **kwargs)
         self._device_given = device is not None
+        self._parallel_devices: list[torch.device] | None = None
         self.max_staleness = parse_max_staleness(max_staleness)
         if mode not in MODES:
             raise ValueError(f"MSPipeStrategy: unknown mode {mode!r}; choose one of {MODES}.")
@@ -82,11 +85,28 @@ class MSPipeStrategy(SingleDeviceStrategy):
         self.fault_hook: FaultHook | None = None  # tests: called before each producer stage
 
     @property
+    def parallel_devices(self) -> list[torch.device] | None:
+        """The devices Lightning's accelerator connector assigns from ``Trainer(accelerator=..., devices=...)``."""
+        return self._parallel_devices
+
+    @parallel_devices.setter
+    def parallel_devices(self, devices: list[torch.device] | None) -> None:
+        if devices is not None and len(devices) > 1:
+            raise ValueError(
+                f"MSPipeStrategy trains on one device, but the Trainer asked for {len(devices)} "
+                f"({', '.join(str(d) for d in devices)}). Multi-device training needs the planned "
+                "MSPipeDDPStrategy (strategy='mspipe_ddp'), which is not available yet; pass devices=1, or "
+                "devices=[i] to train on device i."
+            )
+        self._parallel_devices = devices
+
+    @property
     @override
     def root_device(self) -> torch.device:
-        if not self._device_given and self.accelerator is not None and type(self.accelerator).__name__ == "CUDAAccelerator":
-            return torch.device("cuda", torch.cuda.current_device())
-        return self._root_device
+        """The ``device`` argument if given, else the device the Trainer assigned (``devices=[1]`` → ``cuda:1``)."""
+        if self._device_given or not self._parallel_devices:
+            return self._root_device
+        return torch.device(self._parallel_devices[0])
 
     @override
     def connect(self, model: L.LightningModule) -> None:
@@ -111,7 +131,17 @@ class MSPipeStrategy(SingleDeviceStrategy):
     @override
     def process_dataloader(self, dataloader: object) -> object:
         trainer = self.lightning_module.trainer
-        if not trainer.training or not isinstance(dataloader, TemporalBatchLoader):
+        if not trainer.training:
+            return dataloader
+        if not isinstance(dataloader, BatchSource):
+            warnings.warn(
+                f"MSPipeStrategy: the training loader ({type(dataloader).__name__}) cannot be pipelined: it is not a "
+                f"lightning_mspipe.pipeline.BatchSource (it lacks {', '.join(missing_members(dataloader))}). It trains "
+                "sequentially, without the pipeline. Use TemporalDataModule's train_dataloader() or implement "
+                "BatchSource.",
+                UserWarning,
+                stacklevel=2,
+            )
             return dataloader
         self.pipeline = PipelinedLoader(
             dataloader,

@@ -52,17 +52,21 @@ class PipelineProfile:
         with self._lock:
             return len(self._times[stage])
 
-    def mean(self, stage: str) -> float:
+    def mean(self, stage: str, last: int | None = None) -> float:
+        """Mean seconds of ``stage`` over the window, or over its ``last`` entries only."""
         with self._lock:
-            values = self._times[stage]
-            return sum(values) / len(values) if values else 0.0
+            values = list(self._times[stage])
+        if last is not None:
+            values = values[-last:]
+        return sum(values) / len(values) if values else 0.0
 
     def mean_wait(self) -> float:
         with self._lock:
             return sum(self._waits) / len(self._waits) if self._waits else 0.0
 
-    def stage_times(self) -> StageTimes:
-        return StageTimes(*(self.mean(stage) for stage in STAGES))
+    def stage_times(self, last: int | None = None) -> StageTimes:
+        """Mean times of the five stages (over each window's ``last`` entries if given)."""
+        return StageTimes(*(self.mean(stage, last) for stage in STAGES))
 
     def max_staleness_seen(self) -> int:
         with self._lock:

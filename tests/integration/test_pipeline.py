@@ -150,6 +150,28 @@ def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread():
     assert no_producer_threads()
 
 
+def test_a_stage_stuck_in_an_uninterruptible_call_times_out_and_does_not_freeze_shutdown():
+    release = threading.Event()
+
+    def stuck(stage, index, stop):
+        if stage == "features" and index == 2:
+            release.wait(60)  # deaf to the stop flag, like a call into C code
+
+    strategy = MSPipeStrategy(max_staleness=1, timeout=0.5)
+    strategy.fault_hook = stuck
+    with pytest.warns(RuntimeWarning, match=r"did not stop within 0.5s; it is in stage 'features' of batch 2"):
+        with pytest.raises(PipelineTimeout, match=r"the producer is in stage 'features' of batch 2"):
+            fit(strategy=strategy)
+    release.set()
+    assert no_producer_threads()
+
+
+def test_the_main_threads_intra_op_thread_count_is_unchanged_by_the_producer():
+    before = torch.get_num_threads()
+    fit(strategy=MSPipeStrategy(max_staleness=1), epochs=1, limit_train_batches=4)
+    assert torch.get_num_threads() == before
+
+
 def test_missing_memory_writes_time_out_instead_of_hanging():
     class DropWrites(Callback):
         def on_train_start(self, trainer, pl_module):
@@ -174,6 +196,30 @@ def test_missing_memory_writes_time_out_instead_of_hanging():
 def test_bad_strategy_arguments_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         MSPipeStrategy(**kwargs)
+
+
+def test_a_training_loader_that_cannot_be_pipelined_trains_sequentially_with_a_warning():
+    class PreparedBatches:
+        """A sized iterable of ready batches: trainable, but without stages or a position to save."""
+
+        def __init__(self, batches):
+            self.batches = batches
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __iter__(self):
+            return iter(self.batches)
+
+    dm = small_datamodule()
+    dm.setup("fit")
+    batches = PreparedBatches(list(dm.train_dataloader()))
+    model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, strategy=MSPipeStrategy(max_staleness=2))
+    with pytest.warns(UserWarning, match=r"training loader \(PreparedBatches\) cannot be pipelined: .* lacks sample, fetch_features"):
+        trainer.fit(model, train_dataloaders=batches)
+    assert trainer.strategy.pipeline is None and model.memory.current_version == len(batches)
 
 
 def test_lightning_features_work_with_the_pipeline():
@@ -210,6 +256,17 @@ def test_mid_epoch_resume_in_exact_mode_is_bit_identical(tmp_path):
     resumed, resumed_rec, _ = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2, ckpt_path=path)
     assert resumed_rec.losses == full_rec.losses[4:]
     assert_same_model(full, resumed)
+
+
+def test_resuming_with_another_bound_keeps_the_new_bound_and_says_so(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_on_train_epoch_end=False)
+    fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=1, max_steps=4, enable_checkpointing=True,
+        callbacks=[checkpoint])
+    guard = StalenessGuard()
+    with pytest.warns(UserWarning, match=r"trained with max_staleness=2; this run keeps its own max_staleness=1"):
+        _, _, trainer = fit(strategy=MSPipeStrategy(max_staleness=1, mode="exact"), epochs=1, callbacks=[guard],
+                            ckpt_path=next(tmp_path.glob("*step=4*.ckpt")))
+    assert trainer.strategy.pipeline.bound == 1 and max(guard.histogram) == 1
 
 
 def test_resume_at_an_epoch_boundary_is_bit_identical(tmp_path):

@@ -1,0 +1,127 @@
+import threading
+
+import pytest
+import torch
+
+from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
+from lightning_mspipe.pipeline.lanes import LaneRun, ProducerLane
+
+
+def lane(timeout=30.0, capacity=2):
+    return ProducerLane("test-lane", capacity, torch.device("cpu"), timeout)
+
+
+def lane_threads():
+    return [t for t in threading.enumerate() if t.name == "test-lane"]
+
+
+def test_items_arrive_in_order_and_the_thread_ends():
+    producer, exited = lane(), threading.Event()
+    producer.start(lambda index, run: index * 10, 3, 8, on_exit=exited.set)
+    assert [producer.take(i) for i in range(3, 8)] == [30, 40, 50, 60, 70]
+    assert exited.wait(10)
+    producer.shutdown()
+    assert not lane_threads()
+
+
+def test_a_failure_is_re_raised_in_the_taker_naming_stage_and_batch():
+    def work(index, run: LaneRun):
+        run.enter("features", index)
+        if index == 2:
+            raise OSError("disk unplugged")
+        return index
+
+    producer = lane()
+    producer.start(work, 0, 5, on_exit=lambda: None)
+    assert producer.take(0) == 0 and producer.take(1) == 1
+    with pytest.raises(PipelineError, match=r"stage 'features' failed on batch 2: OSError: disk unplugged"):
+        producer.take(2)
+    producer.shutdown()
+    assert not lane_threads()
+
+
+def test_a_slow_item_times_out_naming_the_stage():
+    def work(index, run: LaneRun):
+        run.enter("sample", index)
+        run.stop.wait(60)  # cooperative hang
+        return index
+
+    producer = ProducerLane("test-lane", 2, torch.device("cpu"), 0.2, describe=lambda: " (memory version 7)")
+    producer.start(work, 4, 6, on_exit=lambda: None)
+    with pytest.raises(PipelineTimeout, match=r"waited 0.2s for batch 4; the producer is in stage 'sample' of batch 4 \(memory version 7\)"):
+        producer.take(4)
+    producer.shutdown()
+    assert not lane_threads()
+
+
+def test_shutdown_unblocks_a_thread_waiting_on_a_full_queue():
+    producer, exited = lane(capacity=1), threading.Event()
+    producer.start(lambda index, run: index, 0, 1000, on_exit=exited.set)
+    assert producer.take(0) == 0
+    producer.shutdown()
+    assert exited.is_set() and not lane_threads() and not producer.running()
+
+
+def test_a_restart_gives_the_new_run_its_own_stop_flag():
+    runs = []
+
+    def work(index, run):
+        runs.append(run)
+        return index
+
+    producer = lane()
+    producer.start(work, 0, 1, on_exit=lambda: None)
+    producer.take(0)
+    producer.start(work, 0, 1, on_exit=lambda: None)  # shuts the first run down
+    producer.take(0)
+    producer.shutdown()
+    assert runs[0] is not runs[1] and runs[0].stop.is_set()
+
+
+def test_a_thread_stuck_in_an_uninterruptible_call_does_not_freeze_shutdown():
+    release = threading.Event()
+
+    def work(index, run: LaneRun):
+        run.enter("sample", index)
+        if index == 1:
+            release.wait(60)  # like a C call: deaf to the stop flag
+        return index
+
+    producer = ProducerLane("test-lane", 2, torch.device("cpu"), 30.0, join_timeout=0.2)
+    producer.start(work, 0, 3, on_exit=lambda: None)
+    assert producer.take(0) == 0
+    with pytest.warns(RuntimeWarning, match=r"did not stop within 0.2s; it is in stage 'sample' of batch 1"):
+        producer.shutdown()
+    release.set()
+    for thread in lane_threads():
+        thread.join(10)
+    assert not lane_threads()
+
+
+def test_a_failing_thread_set_up_is_reported_as_a_stage(monkeypatch):
+    def broken(threads):
+        raise RuntimeError("no OpenMP")
+
+    monkeypatch.setattr(torch, "set_num_threads", broken)
+    producer = lane()
+    producer.start(lambda index, run: index, 0, 2, on_exit=lambda: None)
+    with pytest.raises(PipelineError, match=r"stage 'thread set-up' failed on batch 0: RuntimeError: no OpenMP"):
+        producer.take(0)
+    producer.shutdown()
+
+
+def test_the_thread_restores_its_intra_op_thread_count(monkeypatch):
+    calls, real = [], torch.set_num_threads
+    before = torch.get_num_threads()
+
+    def recording(threads):
+        calls.append(threads)
+        real(threads)
+
+    monkeypatch.setattr(torch, "set_num_threads", recording)
+    producer, exited = lane(), threading.Event()
+    producer.start(lambda index, run: torch.get_num_threads(), 0, 1, on_exit=exited.set)
+    assert producer.take(0) == 1  # one intra-op thread while it works
+    assert exited.wait(10)
+    producer.shutdown()
+    assert calls == [1, before]  # restored, whether the setting is per thread (OpenMP) or shared

@@ -1,0 +1,138 @@
+"""PipelinedLoader driven by hand (no Trainer): each 'step' commits one memory write, as stage 5 would."""
+
+import time
+
+import pytest
+import torch
+
+from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
+from lightning_mspipe.pipeline.loader import PipelinedLoader
+
+from tests.unit.pipeline.conftest import commit_write, make_store
+
+
+def train(pipeline: PipelinedLoader) -> list[tuple[int, int]]:
+    """One epoch: (batch index, memory version seen) per batch; the write follows each step."""
+    seen = []
+    for batch in pipeline:
+        seen.append((batch.index, batch.memory.version))
+        pipeline.before_write(batch.index)
+        commit_write(pipeline.store)
+        pipeline.after_write(batch.index, 0.0)
+    return seen
+
+
+@pytest.mark.parametrize("bound", [0, 1, 3])
+def test_exact_mode_reads_version_j_minus_s(source, bound):
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, mode="exact", timeout=30)
+    seen = train(pipeline)
+    assert [index for index, _ in seen] == list(range(len(source)))
+    assert all(version == max(0, index - bound) for index, version in seen)
+
+
+@pytest.mark.parametrize("bound", [0, 2])
+def test_bounded_mode_stays_within_the_bound_and_ends_its_thread(source, bound):
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, timeout=30)
+    seen = train(pipeline)
+    assert all(0 <= index - version <= bound for index, version in seen)
+    assert not pipeline.lane.running()
+
+
+def test_batches_match_the_unpipelined_source(source):
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=2, mode="exact", timeout=30)
+    piped = []
+    for batch in pipeline:
+        piped.append(batch)
+        pipeline.before_write(batch.index)
+        commit_write(pipeline.store)
+    source.set_epoch(0)
+    for plain, batch in zip(source, piped, strict=True):
+        assert torch.equal(plain.src, batch.src) and torch.equal(plain.neg_dst, batch.neg_dst)
+        assert torch.equal(plain.neighbors.nodes, batch.neighbors.nodes)
+
+
+def test_auto_measures_then_decides(source):
+    pipeline = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30)
+    seen = train(pipeline)
+    assert pipeline.decided and len(pipeline.choices) == 1
+    assert 0 <= pipeline.bound <= 3 and pipeline.choices[0]["sample"] > 0
+    assert all(index - version <= pipeline.bound for index, version in seen)
+
+
+def test_state_holds_the_position_and_stale_inflight_snapshots(source):
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=2, mode="exact", timeout=30)
+    iterator = iter(pipeline)
+    for _ in range(3):
+        batch = next(iterator)
+        pipeline.before_write(batch.index)
+        commit_write(pipeline.store)
+    state = pipeline.state_dict()  # the producer may have fetched batches 3 and 4 at versions 1 and 2
+    pipeline.close()
+    assert state["loader"]["next_batch"] == 3
+    assert all(int(i) >= 3 and entry["memory"]["version"] < 3 for i, entry in state["inflight"].items())
+
+
+def test_the_auto_estimate_leaves_out_the_first_batch_of_the_phase(source, monkeypatch):
+    sample = source.sample
+
+    def first_sample_pays_a_one_time_cost(index):
+        if index == 0:
+            time.sleep(0.3)
+        return sample(index)
+
+    monkeypatch.setattr(source, "sample", first_sample_pays_a_one_time_cost)
+    length = AutoBound(maximum=3).phase_length(len(source))
+    pipeline = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30,
+                               max_batches=lambda: length)  # the inline phase only
+    train(pipeline)
+    (choice,) = pipeline.choices
+    assert choice["sample"] == pytest.approx(pipeline.profile.mean("sample", last=length - DISCARD))
+    assert choice["sample"] < pipeline.profile.mean("sample")  # batch 0's 0.3 s is not in it
+
+
+def checkpoint_after(source, bound, batches):
+    """State of a pipeline with ``bound`` after training ``batches`` batches (exact mode), and its store."""
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, mode="exact", timeout=30)
+    iterator = iter(pipeline)
+    for _ in range(batches):
+        batch = next(iterator)
+        pipeline.before_write(batch.index)
+        commit_write(pipeline.store)
+    # exact mode: the write of batch i waited until batch i + bound was fetched, so batches 3 … 2 + bound are in flight
+    state = pipeline.state_dict()
+    pipeline.close()
+    return state, pipeline.store
+
+
+def resume(source, state, store, **kwargs):
+    pipeline = PipelinedLoader(source, store, timeout=30, **kwargs)
+    pipeline.load_state_dict(state)
+    return pipeline
+
+
+def test_a_resume_with_the_same_bound_keeps_the_inflight_snapshots(source):
+    state, store = checkpoint_after(source, bound=2, batches=3)
+    assert state["inflight"] and state["max_staleness"] == 2
+    pipeline = resume(source, state, store, max_staleness=2, mode="exact")
+    seen = train(pipeline)
+    assert seen[0] == (3, 1)  # batch 3 trains on the snapshot taken at version 1, as without the checkpoint
+
+
+def test_a_resume_with_another_bound_keeps_the_new_bound_says_so_and_refetches(source):
+    state, store = checkpoint_after(source, bound=2, batches=3)
+    with pytest.warns(UserWarning, match=r"trained with max_staleness=2; this run keeps its own max_staleness=1"):
+        pipeline = resume(source, state, store, max_staleness=1, mode="exact")
+    seen = train(pipeline)
+    assert pipeline.bound == 1 and seen[0][0] == 3
+    assert all(index - version <= 1 for index, version in seen)  # the stale-by-2 snapshots were dropped
+
+
+def test_a_resumed_auto_run_keeps_the_checkpoints_choice(source):
+    first = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30)
+    train(first)
+    state = first.state_dict()
+    assert state["auto"]["decided"] and state["auto"]["inputs"]["train"] > 0
+    resumed = resume(source, state, make_store(), max_staleness="auto", max_auto_staleness=3)
+    assert (resumed.bound, resumed.threaded, resumed.decided) == (first.bound, first.threaded, True)
+    train(resumed)  # no stage times of its own yet at its first epoch start: no re-estimate from zeros
+    assert resumed.choices == first.choices

@@ -1,0 +1,28 @@
+import lightning as L
+import pytest
+import torch
+
+from lightning_mspipe import MSPipeStrategy
+
+
+def test_the_root_device_is_the_one_the_trainer_assigns():
+    strategy = MSPipeStrategy()
+    strategy.parallel_devices = [torch.device("cuda", 1)]  # what Trainer(accelerator="gpu", devices=[1]) assigns
+    assert strategy.root_device == torch.device("cuda", 1)
+
+
+def test_an_explicit_device_wins_over_the_assigned_one():
+    strategy = MSPipeStrategy(device="cpu")
+    strategy.parallel_devices = [torch.device("cuda", 1)]
+    assert strategy.root_device == torch.device("cpu")
+
+
+def test_a_trainer_on_one_cpu_assigns_the_cpu():
+    trainer = L.Trainer(strategy=MSPipeStrategy(), accelerator="cpu", devices=1, logger=False)
+    assert trainer.strategy.root_device == torch.device("cpu")
+
+
+def test_more_than_one_device_is_refused_naming_the_planned_ddp_strategy():
+    with pytest.raises(ValueError, match=r"asked for 2 \(cpu, cpu\)\. Multi-device training needs the planned "
+                                         r"MSPipeDDPStrategy \(strategy='mspipe_ddp'\)"):
+        L.Trainer(strategy=MSPipeStrategy(), accelerator="cpu", devices=2, logger=False)
