@@ -129,6 +129,12 @@ class MSPipeStrategy(SingleDeviceStrategy):
                 trainer.callbacks.insert(0, callback)
 
     @override
+    def on_train_start(self) -> None:
+        """Refuse validation in the middle of a training epoch (see :func:`check_validation_schedule`)."""
+        super().on_train_start()
+        check_validation_schedule(self.lightning_module.trainer)
+
+    @override
     def process_dataloader(self, dataloader: object) -> object:
         trainer = self.lightning_module.trainer
         if not trainer.training:
@@ -174,6 +180,30 @@ class MSPipeStrategy(SingleDeviceStrategy):
     @override
     def register_strategies(cls, strategy_registry: Any) -> None:
         strategy_registry.register(cls.strategy_name, cls, description="MSPipe staleness-aware pipeline, one device")
+
+
+def check_validation_schedule(trainer: L.Trainer) -> None:
+    """Raise when validation would interrupt a training epoch under the pipeline.
+
+    The producer fetches memory for the next batches while the training loop runs; a validation
+    in the middle of an epoch writes memory (and advances its version) under those fetches, so
+    in-flight batches could read validation events. Plain training supports it (the validation
+    is rolled back); the pipeline refuses it until it pauses its lanes around validation.
+
+    Raises:
+        ValueError: when ``val_check_interval`` makes validation run before an epoch ends.
+    """
+    if not trainer.enable_validation:
+        return
+    time_based = getattr(trainer, "_val_check_time_interval", None) is not None
+    check_batch = trainer.val_check_batch
+    if time_based or (check_batch is not None and check_batch < trainer.num_training_batches):
+        raise ValueError(
+            f"MSPipeStrategy: val_check_interval={trainer.val_check_interval!r} runs validation in the middle of a "
+            "training epoch, which the pipeline does not support (its in-flight batches would read validation "
+            "memory). Validate at epoch ends (val_check_interval=1.0, check_val_every_n_epoch=N), or train "
+            "without the pipeline, which rolls mid-epoch validation back."
+        )
 
 
 def register_strategies() -> None:

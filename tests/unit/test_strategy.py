@@ -2,7 +2,9 @@ import lightning as L
 import pytest
 import torch
 
-from lightning_mspipe import MSPipeStrategy
+from lightning_mspipe import TGN, MSPipeStrategy
+
+from tests.conftest import SMALL_MODEL, small_datamodule
 
 
 def test_the_root_device_is_the_one_the_trainer_assigns():
@@ -26,3 +28,14 @@ def test_more_than_one_device_is_refused_naming_the_planned_ddp_strategy():
     with pytest.raises(ValueError, match=r"asked for 2 \(cpu, cpu\)\. Multi-device training needs the planned "
                                          r"MSPipeDDPStrategy \(strategy='mspipe_ddp'\)"):
         L.Trainer(strategy=MSPipeStrategy(), accelerator="cpu", devices=2, logger=False)
+
+
+def test_mid_epoch_validation_is_refused_under_the_pipeline():
+    dm = small_datamodule()
+    model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+    trainer = L.Trainer(
+        strategy=MSPipeStrategy(max_staleness=1), max_epochs=1, val_check_interval=0.5, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
+    )
+    with pytest.raises(ValueError, match=r"val_check_interval=0.5 runs validation in the middle of a training epoch"):
+        trainer.fit(model, dm)
