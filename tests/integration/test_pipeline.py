@@ -136,7 +136,7 @@ def test_bounded_mode_never_exceeds_the_bound_under_random_delays(seed, bound):
     strategy = MSPipeStrategy(max_staleness=bound)
     strategy.fault_hook, capture, write_starts = recording_write_order(random_delays(seed))  # writer delayed too
     guard = StalenessGuard()
-    model, recorder, trainer = fit(strategy=strategy, callbacks=[capture, slow_writes(seed), guard])
+    _, recorder, _ = fit(strategy=strategy, callbacks=[capture, slow_writes(seed), guard])
     assert max(guard.histogram) <= bound and sum(guard.histogram.values()) == len(recorder.losses)
     # writes commit in batch order, one at a time: the write of batch i starts at version i (each epoch)
     assert len(write_starts) == len(recorder.losses) and all(index == version for index, version in write_starts)
@@ -175,9 +175,11 @@ def test_a_stage_stuck_in_an_uninterruptible_call_times_out_and_does_not_freeze_
 
     strategy = MSPipeStrategy(max_staleness=1, timeout=0.5)
     strategy.fault_hook = stuck
-    with pytest.warns(RuntimeWarning, match=r"did not stop within 0.5s; it is in stage 'features' of batch 2"):
-        with pytest.raises(PipelineTimeout, match=r"the producer is in stage 'features' of batch 2"):
-            fit(strategy=strategy)
+    with (
+        pytest.warns(RuntimeWarning, match=r"did not stop within 0.5s; it is in stage 'features' of batch 2"),
+        pytest.raises(PipelineTimeout, match=r"the producer is in stage 'features' of batch 2"),
+    ):
+        fit(strategy=strategy)
     release.set()
     assert no_producer_threads()
 
