@@ -41,9 +41,12 @@ def batch_staleness(batch: TemporalBatch) -> int:
 class MemoryUpdate(Callback):
     """Stage 5: writes each training batch's memory update after its optimizer step, in batch order.
 
-    Under the pipeline's ``exact`` mode the write of batch ``i`` first waits until batch
-    ``i + s`` has read memory. The callback's checkpoint state carries the RNG state, so an
-    exact mid-epoch resume replays dropout identically.
+    Under a pipeline the write goes to the pipeline's writer lane (a thread; in ``exact`` mode
+    the write of batch ``i`` first waits until batch ``i + s`` has read memory), and all writes
+    are complete before an epoch ends, before validation and before training ends (checkpoints
+    wait for them through the strategy). Without a pipeline the write is applied at once. The
+    callback's checkpoint state carries the RNG state, so an exact mid-epoch resume replays
+    dropout identically.
     """
 
     @override
@@ -59,12 +62,32 @@ class MemoryUpdate(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: TemporalBatch, batch_idx: int
     ) -> None:
         pipeline = active_pipeline(trainer)
+        if pipeline is None:
+            pl_module.write_memory()
+            return
+        write = pl_module.pop_pending_write()
+        if write is None:
+            raise RuntimeError(
+                f"MemoryUpdate: batch {batch.index} left no pending memory write; the training step makes one."
+            )
+        pipeline.submit_write(batch.index, write)
+
+    def _flush(self, trainer: L.Trainer) -> None:
+        pipeline = active_pipeline(trainer)
         if pipeline is not None:
-            pipeline.before_write(batch.index)
-        started = time.perf_counter()
-        pl_module.write_memory()
-        if pipeline is not None:
-            pipeline.after_write(batch.index, time.perf_counter() - started)
+            pipeline.flush_writes()
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+
+    @override
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)  # callbacks run before the module's hook, which frames memory for validation
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -164,6 +164,13 @@ class MSPipeStrategy(SingleDeviceStrategy):
         return self.pipeline
 
     @override
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The model's state once every submitted memory write is committed (checkpoints hold complete memory)."""
+        if self.pipeline is not None:
+            self.pipeline.flush_writes()
+        return super().lightning_module_state_dict()
+
+    @override
     def on_exception(self, exception: BaseException) -> None:
         """Stop the producer thread when training ends with an error or Ctrl-C."""
         if self.pipeline is not None:

@@ -171,10 +171,12 @@ class MemoryStore(nn.Module):
                 version=self._version,
             )
 
-    def scatter(self, write: MemoryWrite) -> int:
+    def scatter(self, write: MemoryWrite, synchronize: bool = False) -> int:
         """Apply one batch's write and return the new version.
 
         The write's ``nodes`` and ``mail_nodes`` must each be unique (see :func:`last_occurrence`).
+        With ``synchronize`` (a writer thread on its own CUDA stream), the version advances only
+        after the device has finished the write: a host sync on the caller's stream.
         """
         write = write.to(self.device)
         with self._lock:
@@ -188,6 +190,8 @@ class MemoryStore(nn.Module):
             self.mailbox[write.mail_nodes, slot] = write.mail.to(self.mailbox.dtype)
             self.mail_ts[write.mail_nodes, slot] = write.mail_ts.to(torch.float64)
             self.mail_count[write.mail_nodes] += 1
+            if synchronize and self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
             self.version += 1
             self._version += 1
             self._lock.notify_all()

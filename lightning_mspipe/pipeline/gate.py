@@ -27,11 +27,11 @@ SLACK = 0.1  # share of the training step kept as a safety margin before the lat
 def fetch_delay(times: StageTimes, slack: float = SLACK) -> float:
     """Seconds after batch ``j − 1`` is handed to training at which the fetch of batch ``j`` must start.
 
-    Training asks for batch ``j`` once the step (τ4) and the write (τ5) of batch ``j − 1`` are
-    done; the fetch takes τ3, so its latest start that does not stall training is
-    ``τ4 + τ5 − τ3``, less a safety margin of ``slack · τ4``.
+    Training asks for batch ``j`` once the step (τ4) of batch ``j − 1`` is done (its write, τ5, runs
+    on the writer lane); the fetch takes τ3, so its latest start that does not stall training is
+    ``τ4 − τ3``, less a safety margin of ``slack · τ4``.
     """
-    return times.train + times.write - times.memory - slack * times.train
+    return times.train - times.memory - slack * times.train
 
 
 class StalenessGate:
@@ -45,10 +45,13 @@ class StalenessGate:
         bound: ``s``, the writes a fetch may miss (may change between segments: ``"auto"``).
         mode: ``"bounded"`` or ``"exact"``.
         timeout: Seconds any wait may last before it raises :class:`PipelineTimeout`.
+        writer_state: Where the memory writer is, for the gate's timeout message.
     """
 
-    def __init__(self, store: MemoryStore, bound: int, mode: str, timeout: float) -> None:
+    def __init__(self, store: MemoryStore, bound: int, mode: str, timeout: float,
+                 writer_state: Callable[[], str] = lambda: "no writer") -> None:
         self.store, self.bound, self.mode, self.timeout = store, bound, mode, timeout
+        self.writer_state = writer_state
         self._cv = threading.Condition()
         self.reset()
 
@@ -129,8 +132,8 @@ class StalenessGate:
             if time.monotonic() > deadline:
                 raise PipelineTimeout(
                     f"MSPipe pipeline: batch {index} waited {self.timeout:g}s at the staleness gate for memory "
-                    f"version {version} (it is {self.store.current_version}). Memory writes have stopped: is the "
-                    "MemoryUpdate callback installed and is training still running?"
+                    f"version {version} (it is {self.store.current_version}; {self.writer_state()}). Memory writes "
+                    "have stopped: is the MemoryUpdate callback installed and is training still running?"
                 )
 
     # ------------------------------------------------------------------ write side (training thread)

@@ -33,6 +33,29 @@ JOIN_TIMEOUT = 5.0  # longest a shutdown waits for the thread (a stage stuck in 
 T = TypeVar("T")
 
 
+def join_or_warn(thread: threading.Thread, run: LaneRun, role: str, join_timeout: float,
+                 unblock: Callable[[], None] = lambda: None) -> None:
+    """Stop ``run`` and wait up to ``join_timeout`` seconds for ``thread``; warn, naming its stage, if it hangs.
+
+    ``unblock`` is called between join attempts (for example to drain a full queue).
+    """
+    run.stop.set()
+    deadline = time.monotonic() + join_timeout
+    while thread.is_alive():
+        unblock()
+        thread.join(timeout=POLL)
+        if thread.is_alive() and time.monotonic() > deadline:
+            stage, index = run.stage
+            message = (
+                f"MSPipe pipeline: the {role} thread ({thread.name}) did not stop within {join_timeout:g}s; it is in "
+                f"stage '{stage}' of batch {index}, inside a call that cannot be interrupted (C code or I/O). "
+                "It is left running as a daemon thread and whatever it produces is discarded."
+            )
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return
+
+
 class LaneRun:
     """One run of a lane: its stop flag and the stage it is in (for messages).
 
@@ -139,32 +162,24 @@ class ProducerLane(Generic[T]):
         run, self._run = self._run, None
         if run is None or run.thread is None:
             return
-        run.stop.set()
-        deadline = time.monotonic() + self.join_timeout
-        while run.thread.is_alive():
-            try:  # unblock a thread waiting on a full queue
+
+        def drain() -> None:  # unblock a thread waiting on a full queue
+            try:
                 run.queue.get_nowait()
             except queue.Empty:
                 pass
-            run.thread.join(timeout=POLL)
-            if run.thread.is_alive() and time.monotonic() > deadline:
-                stage, index = run.stage
-                message = (
-                    f"MSPipe pipeline: the producer thread ({self.name}) did not stop within {self.join_timeout:g}s; it is in "
-                    f"stage '{stage}' of batch {index}, inside a call that cannot be interrupted (C code or I/O). "
-                    "It is left running as a daemon thread and whatever it produces is discarded."
-                )
-                log.warning(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                return
+
+        join_or_warn(run.thread, run, "producer", self.join_timeout, unblock=drain)
 
     def running(self) -> bool:
         """Whether a run is started and not shut down."""
         return self._run is not None
 
     # ------------------------------------------------------------------ hand-over
-    def take(self, index: int) -> T:
+    def take(self, index: int, check: Callable[[], None] = lambda: None) -> T:
         """The next item, which must be batch ``index``'s; a failure in the thread is re-raised here.
+
+        ``check`` is called while waiting and may raise (for example a failure of another lane).
 
         Raises:
             PipelineTimeout: Nothing arrived within ``timeout`` seconds (the message names the thread's stage).
@@ -178,6 +193,7 @@ class ProducerLane(Generic[T]):
                 item = run.queue.get(timeout=POLL)
                 break
             except queue.Empty:
+                check()
                 if time.monotonic() > deadline:
                     stage, at = run.stage
                     raise PipelineTimeout(

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from lightning_mspipe.data.batch import TemporalBatch
-from lightning_mspipe.memory.store import MemorySnapshot, MemoryStore
+from lightning_mspipe.memory.store import MemorySnapshot, MemoryStore, MemoryWrite
 from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
@@ -18,6 +18,7 @@ from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, LaneRun, ProducerLane
 from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 from lightning_mspipe.pipeline.stages import fetch_memory
+from lightning_mspipe.pipeline.writer import WriterLane
 
 __all__ = ["FaultHook", "PipelineError", "PipelineTimeout", "PipelinedLoader"]
 
@@ -30,7 +31,8 @@ class PipelinedLoader:
 
     A producer lane (:class:`~lightning_mspipe.pipeline.lanes.ProducerLane`) runs stage 1
     (sample), stage 2 (fetch features) and stage 3 (fetch memory) of upcoming batches while the
-    current batch trains; the :class:`~lightning_mspipe.pipeline.gate.StalenessGate` lets the
+    current batch trains; the writer lane (:class:`~lightning_mspipe.pipeline.writer.WriterLane`)
+    applies stage 5 (:meth:`submit_write`) in batch order off the training thread; the :class:`~lightning_mspipe.pipeline.gate.StalenessGate` lets the
     memory fetch of batch ``j`` start once the store's version is at least ``j − s``
     (``s = max_staleness``), later in ``bounded`` mode, and holds writes in ``exact`` mode.
 
@@ -90,11 +92,13 @@ class PipelinedLoader:
         self.profile = PipelineProfile()
         self.auto = AutoBound(max_auto_staleness, warmup, drift) if self.max_staleness == "auto" else None
         fixed = 0 if self.auto is not None else int(self.max_staleness)
-        self.gate = StalenessGate(store, fixed, mode, timeout)
+        self.gate = StalenessGate(store, fixed, mode, timeout, writer_state=lambda: self.writer.describe())
+        self.writer = WriterLane(store, self.device, self.profile, timeout, hold=self.gate.hold_write,
+                                 fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT))
         capacity = (max_auto_staleness if self.auto is not None else fixed) + 2
         self.lane: ProducerLane[TemporalBatch] = ProducerLane(
             "mspipe-producer", capacity, self.device, timeout,
-            describe=lambda: f" (memory version {self.store.current_version})", join_timeout=min(timeout, JOIN_TIMEOUT),
+            describe=lambda: f" (memory version {self.store.current_version}; {self.writer.describe()})", join_timeout=min(timeout, JOIN_TIMEOUT),
         )
         self.threaded_now = False
         self._restored_snapshots: dict[int, tuple[MemorySnapshot, torch.Tensor]] = {}
@@ -177,7 +181,7 @@ class PipelinedLoader:
         return batch
 
     def _after_step(self, index: int) -> None:
-        """Stage 4's time: from hand-over to the next request, minus the write (stage 5)."""
+        """Stage 4's time: from hand-over to the next request, minus a write the training thread waited for."""
         write = self._write_seconds.pop(index, 0.0)
         self.profile.record("train", max(time.perf_counter() - self._handed_at[index] - write, 0.0))
 
@@ -199,7 +203,7 @@ class PipelinedLoader:
         try:
             while index < end:
                 requested = time.perf_counter()
-                batch = self.lane.take(index)
+                batch = self.lane.take(index, check=self.writer.raise_if_failed)
                 assert batch.index == index, f"pipeline order broken: expected batch {index}, got {batch.index}"
                 batch = self.lane.finish_transfer(batch)
                 yield self._hand_over(batch, waited=time.perf_counter() - requested)
@@ -210,23 +214,30 @@ class PipelinedLoader:
         return index
 
     def close(self) -> None:
-        """Stop the producer thread now (on an exception, Ctrl-C or teardown); the next epoch starts a new one."""
+        """Stop both threads now, dropping pending writes (on an exception, Ctrl-C or teardown)."""
         self._shutdown()
+        self.writer.close()
 
     def _shutdown(self) -> None:
         self.lane.shutdown()
         self.gate.end_segment()
 
-    # ------------------------------------------------------------------ writes (called by MemoryUpdate)
-    def before_write(self, index: int) -> None:
-        """``exact`` mode: hold the write of batch ``index`` until batch ``index + s`` has read memory."""
-        if self.threaded_now:
-            self.gate.hold_write(index)
+    # ------------------------------------------------------------------ stage 5 (called by MemoryUpdate)
+    def submit_write(self, index: int, write: MemoryWrite) -> None:
+        """Hand the write of batch ``index`` to the writer lane (in batch order); returns at once.
 
-    def after_write(self, index: int, seconds: float) -> None:
-        """Record stage 5's time of batch ``index``."""
-        self.profile.record("write", seconds)
-        self._write_seconds[index] = seconds
+        Between pipelined batches the training thread goes on while the write runs; in an inline
+        segment (the sequential baseline of ``"auto"``) it waits for the write.
+        """
+        self.writer.submit(index, write)
+        if not self.threaded_now:
+            started = time.perf_counter()
+            self.writer.flush()
+            self._write_seconds[index] = time.perf_counter() - started
+
+    def flush_writes(self) -> None:
+        """Block until every submitted write is committed (before validation, checkpoints, epoch ends)."""
+        self.writer.flush()
 
     # ------------------------------------------------------------------ stages 1–3
     def _stage(self, run: LaneRun, name: str, index: int) -> StageClock:

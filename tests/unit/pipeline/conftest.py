@@ -18,14 +18,17 @@ def make_store(num_nodes: int = 300) -> MemoryStore:
     return MemoryStore(num_nodes, MEMORY_DIM, MAIL_DIM)
 
 
+def node_write(node: int = 0, value: float = 1.0) -> MemoryWrite:
+    """A write of a single node's memory (filled with ``value``) and one mail."""
+    one = torch.tensor([node])
+    return MemoryWrite(nodes=one, memory=torch.full((1, MEMORY_DIM), value),
+                       last_update=torch.zeros(1, dtype=torch.float64), mail_nodes=one, mail=torch.zeros(1, MAIL_DIM),
+                       mail_ts=torch.zeros(1, dtype=torch.float64))
+
+
 def commit_write(store: MemoryStore, node: int = 0) -> int:
     """Apply one write of a single node (the version advances by one); return the new version."""
-    one = torch.tensor([node])
-    return store.scatter(MemoryWrite(
-        nodes=one, memory=torch.full((1, MEMORY_DIM), float(store.current_version + 1)),
-        last_update=torch.zeros(1, dtype=torch.float64), mail_nodes=one, mail=torch.zeros(1, MAIL_DIM),
-        mail_ts=torch.zeros(1, dtype=torch.float64),
-    ))
+    return store.scatter(node_write(node, float(store.current_version + 1)))
 
 
 def stub_batch(index: int) -> TemporalBatch:

@@ -51,8 +51,9 @@ def test_exact_mode_fetches_as_soon_as_the_gate_opens_even_if_fresher_memory_wil
 
 
 def test_a_closed_gate_times_out_naming_batch_and_version():
-    gate = StalenessGate(make_store(), bound=0, mode="bounded", timeout=0.2)
-    with pytest.raises(PipelineTimeout, match=r"batch 2 waited 0.2s at the staleness gate for memory version 2 \(it is 0\)"):
+    gate = StalenessGate(make_store(), bound=0, mode="bounded", timeout=0.2, writer_state=lambda: "the writer is idle")
+    with pytest.raises(PipelineTimeout, match=r"batch 2 waited 0.2s at the staleness gate for memory version 2 "
+                                              r"\(it is 0; the writer is idle\)"):
         gate.wait_to_fetch(2, LaneRun(), NO_TIMES)
 
 
@@ -116,11 +117,11 @@ def test_inflight_batches_are_the_fetched_not_yet_taken_ones():
 
 
 def test_the_bounded_fetch_starts_at_its_latest_non_stalling_start():
-    # training asks for batch j at τ4 + τ5 = 14 after batch j − 1 was handed over; the fetch takes τ3 = 3:
-    # latest start 11, less the margin 0.1 · τ4 = 1 (τ3 is subtracted once, not twice)
+    # training asks for batch j at τ4 = 10 after batch j − 1 was handed over (its write, τ5, runs on the
+    # writer lane); the fetch takes τ3 = 3: latest start 7, less the margin 0.1 · τ4 = 1 (τ3 subtracted once)
     times = StageTimes(sample=1.0, features=2.0, memory=3.0, train=10.0, write=4.0)
-    assert fetch_delay(times) == pytest.approx(10.0)
-    assert fetch_delay(times, slack=0.0) == pytest.approx(11.0)
+    assert fetch_delay(times) == pytest.approx(6.0)
+    assert fetch_delay(times, slack=0.0) == pytest.approx(7.0)
 
 
 def test_bounded_mode_waits_for_fresher_memory_until_it_is_fully_fresh():
@@ -142,5 +143,5 @@ def test_bounded_mode_fetches_stale_memory_once_its_latest_start_has_passed():
     store = make_store()
     gate = StalenessGate(store, bound=2, mode="bounded", timeout=30)
     gate.mark_taken(1, at=time.perf_counter() - 100.0)  # batch 1 trained long ago: no time left to wait
-    gate.wait_to_fetch(2, LaneRun(), lambda: StageTimes(0, 0, 1.0, 10.0, 1.0))
+    gate.wait_to_fetch(2, LaneRun(), lambda: StageTimes(0, 0, 1.0, 10.0, 1.0))  # latest start 8 s after
     assert store.current_version == 0

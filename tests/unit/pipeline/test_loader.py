@@ -8,7 +8,7 @@ import torch
 from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.loader import PipelinedLoader
 
-from tests.unit.pipeline.conftest import commit_write, make_store
+from tests.unit.pipeline.conftest import make_store, node_write
 
 
 def train(pipeline: PipelinedLoader) -> list[tuple[int, int]]:
@@ -16,9 +16,8 @@ def train(pipeline: PipelinedLoader) -> list[tuple[int, int]]:
     seen = []
     for batch in pipeline:
         seen.append((batch.index, batch.memory.version))
-        pipeline.before_write(batch.index)
-        commit_write(pipeline.store)
-        pipeline.after_write(batch.index, 0.0)
+        pipeline.submit_write(batch.index, node_write(value=float(batch.index)))
+    pipeline.flush_writes()  # MemoryUpdate does this at the epoch's end
     return seen
 
 
@@ -43,8 +42,8 @@ def test_batches_match_the_unpipelined_source(source):
     piped = []
     for batch in pipeline:
         piped.append(batch)
-        pipeline.before_write(batch.index)
-        commit_write(pipeline.store)
+        pipeline.submit_write(batch.index, node_write())
+    pipeline.flush_writes()
     source.set_epoch(0)
     for plain, batch in zip(source, piped, strict=True):
         assert torch.equal(plain.src, batch.src) and torch.equal(plain.neg_dst, batch.neg_dst)
@@ -64,8 +63,8 @@ def test_state_holds_the_position_and_stale_inflight_snapshots(source):
     iterator = iter(pipeline)
     for _ in range(3):
         batch = next(iterator)
-        pipeline.before_write(batch.index)
-        commit_write(pipeline.store)
+        pipeline.submit_write(batch.index, node_write())
+    pipeline.flush_writes()  # the strategy does this before a checkpoint
     state = pipeline.state_dict()  # the producer may have fetched batches 3 and 4 at versions 1 and 2
     pipeline.close()
     assert state["loader"]["next_batch"] == 3
@@ -96,8 +95,8 @@ def checkpoint_after(source, bound, batches):
     iterator = iter(pipeline)
     for _ in range(batches):
         batch = next(iterator)
-        pipeline.before_write(batch.index)
-        commit_write(pipeline.store)
+        pipeline.submit_write(batch.index, node_write())
+    pipeline.flush_writes()  # the strategy does this before a checkpoint
     # exact mode: the write of batch i waited until batch i + bound was fetched, so batches 3 … 2 + bound are in flight
     state = pipeline.state_dict()
     pipeline.close()
