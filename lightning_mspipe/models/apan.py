@@ -16,10 +16,12 @@ class APAN(MemoryTGNN):
     """APAN: each node keeps its last 10 mails; at each query its memory attends over them (2 heads),
     each mail encoded with its age at the query time (as TGL and MSPipe do), and the result is its
     embedding. An event's mail goes to both endpoints and to their sampled temporal neighbours
-    (asynchronous propagation). Arguments as :class:`~lightning_mspipe.models.base.MemoryTGNN`.
+    (asynchronous propagation; ``deliver_to="self"`` keeps it to the endpoints). Arguments as
+    :class:`~lightning_mspipe.models.base.MemoryTGNN`.
     """
 
     default_mailbox_size = 10
+    default_deliver_to = "neighbors"
 
     def build_updater(self) -> MemoryUpdater:
         hp = self.hparams
@@ -41,17 +43,3 @@ class APAN(MemoryTGNN):
 
     def embed(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
         return self.embedding(memory)
-
-    def mail_receivers(self, batch: TemporalBatch, nodes: Tensor, mails: Tensor, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Endpoints plus the sampled neighbours of each endpoint; neighbours come first, so an
-        endpoint's own mail wins over one delivered to it as a neighbour."""
-        nbrs = batch.neighbors
-        size = batch.size
-        endpoint_nodes = nbrs.nodes[: 2 * size].view(2, size, -1).transpose(0, 1).reshape(2 * size, -1)  # event order
-        endpoint_mask = nbrs.mask[: 2 * size].view(2, size, -1).transpose(0, 1).reshape(2 * size, -1)
-        slot_owner = torch.arange(2 * size, device=nodes.device).unsqueeze(1).expand_as(endpoint_mask)[endpoint_mask]
-        return (
-            torch.cat([endpoint_nodes[endpoint_mask].to(nodes.device), nodes]),
-            torch.cat([mails[slot_owner], mails]),
-            torch.cat([times[slot_owner], times]),
-        )

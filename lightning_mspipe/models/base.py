@@ -18,7 +18,10 @@ from lightning_mspipe.models.evaluation import LinkEvaluation
 from lightning_mspipe.layers import LinkPredictor
 from lightning_mspipe.pipeline.stages import fetch_memory
 
-__all__ = ["MemoryTGNN", "StepOutput", "snapshot_endpoint_rows"]
+__all__ = ["MAIL_DELIVERY", "MemoryTGNN", "StepOutput", "snapshot_endpoint_rows"]
+
+#: Values of ``MemoryTGNN(deliver_to=...)``.
+MAIL_DELIVERY: tuple[str, ...] = ("self", "neighbors")
 
 
 @dataclass
@@ -61,9 +64,13 @@ class MemoryTGNN(L.LightningModule):
         mailbox_size: Mails kept per node (default per model: 1, APAN 10).
         heads: Attention heads (TGN's embedding, APAN's updater).
         pin_memory: Keep the memory store in pinned host memory instead of on the compute device.
+        deliver_to: Who receives an event's mails: ``"self"`` (its two endpoints; TGN, JODIE) or
+            ``"neighbors"`` (also the endpoints' sampled temporal neighbours; APAN), as TGL's
+            ``deliver_to`` option; ``None`` takes the model's default.
     """
 
     default_mailbox_size = 1
+    default_deliver_to = "self"
 
     def __init__(
         self,
@@ -77,6 +84,7 @@ class MemoryTGNN(L.LightningModule):
         mailbox_size: int | None = None,
         heads: int = 2,
         pin_memory: bool = False,
+        deliver_to: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("num_nodes", num_nodes), ("memory_dim", memory_dim), ("time_dim", time_dim),
@@ -87,7 +95,12 @@ class MemoryTGNN(L.LightningModule):
             raise ValueError(f"{type(self).__name__}: edge_dim must be ≥ 0, got {edge_dim}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout}.")
+        if deliver_to not in (None, *MAIL_DELIVERY):
+            raise ValueError(
+                f"{type(self).__name__}: unknown deliver_to {deliver_to!r}; choose one of {MAIL_DELIVERY}."
+            )
         mailbox_size = mailbox_size or self.default_mailbox_size
+        self.deliver_to = deliver_to or self.default_deliver_to
         self.save_hyperparameters()
         self.mail_dim = 2 * memory_dim + edge_dim
         self.memory = MemoryStore(num_nodes, memory_dim, self.mail_dim, mailbox_size, pin_memory)
@@ -126,14 +139,29 @@ class MemoryTGNN(L.LightningModule):
         """Embeddings ``[R, embedding_dim]`` of the batch's roots from :meth:`update_memory`'s output."""
         raise NotImplementedError
 
-    def mail_receivers(self, batch: TemporalBatch, nodes: Tensor, mails: Tensor, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Who receives the batch's mails; by default the events' own endpoints (APAN adds neighbours).
+    def mail_receivers(
+        self, batch: TemporalBatch, nodes: Tensor, mails: Tensor, times: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Who receives the batch's mails: the endpoints, and with ``deliver_to="neighbors"`` first
+        the sampled neighbours of each endpoint (so an endpoint's own mail wins over one delivered
+        to it as a neighbour, under "last occurrence wins").
 
         Shapes:
             - nodes: ``[2B]`` endpoints in event order (src, dst of event 0, then of event 1, …);
               mails: ``[2B, D_mail]``; times: ``[2B]``
+            - returned: ``[V]`` receivers with their mails ``[V, D_mail]`` and times ``[V]``
         """
-        return nodes, mails, times
+        if self.deliver_to == "self":
+            return nodes, mails, times
+        nbrs, size = batch.neighbors, batch.size
+        endpoint_nodes = nbrs.nodes[: 2 * size].view(2, size, -1).transpose(0, 1).reshape(2 * size, -1)  # event order
+        endpoint_mask = nbrs.mask[: 2 * size].view(2, size, -1).transpose(0, 1).reshape(2 * size, -1)
+        slot_owner = torch.arange(2 * size, device=nodes.device).unsqueeze(1).expand_as(endpoint_mask)[endpoint_mask]
+        return (
+            torch.cat([endpoint_nodes[endpoint_mask].to(nodes.device), nodes]),
+            torch.cat([mails[slot_owner], mails]),
+            torch.cat([times[slot_owner], times]),
+        )
 
     def root_memory(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
         """Rows of ``memory`` ``[U, D]`` for each root: ``[R, D]``."""

@@ -53,13 +53,24 @@ def test_a_node_in_several_events_keeps_its_last_event(dm):
     assert torch.equal(write.mail[row, -dm.edge_dim :], batch.edge_feat[7])
 
 
-def test_apan_delivers_mails_to_neighbours(dm):
-    model = APAN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+@pytest.mark.parametrize(
+    ("model_cls", "deliver_to", "to_neighbours"),
+    [(APAN, None, True), (APAN, "self", False), (TGN, None, False), (TGN, "neighbors", True)],
+)
+def test_mails_reach_neighbours_only_when_delivered_to_them(dm, model_cls, deliver_to, to_neighbours):
+    model = model_cls(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, deliver_to=deliver_to, **SMALL_MODEL)
     loader = dm.train_dataloader()
     loader.start_epoch()
     batch = fetch_memory(model.memory, loader.fetch_features(loader.sample(3)))
     write = model.memory_write(batch, model(batch).memory.detach())
     nbrs = batch.neighbors.nodes[: batch.size][batch.neighbors.mask[: batch.size]].unique()
     assert nbrs.numel() > 0
-    assert torch.isin(nbrs, write.mail_nodes).all()
-    assert write.mail_nodes.numel() > write.nodes.numel()
+    assert bool(torch.isin(nbrs, write.mail_nodes).all()) == to_neighbours
+    assert torch.equal(write.nodes, torch.cat([batch.src, batch.dst]).unique())  # memory: endpoints only
+    if not to_neighbours:
+        assert torch.equal(write.mail_nodes, write.nodes)
+
+
+def test_an_unknown_delivery_is_named():
+    with pytest.raises(ValueError, match="unknown deliver_to 'everyone'"):
+        TGN(num_nodes=10, deliver_to="everyone")
