@@ -1,7 +1,7 @@
 """lightning-mspipe: memory-based temporal GNNs on PyTorch Lightning with MSPipe's staleness-aware pipeline.
 
 The public API: the models (:class:`TGN`, :class:`JODIE`, :class:`APAN`, the :class:`EdgeBank` baseline), the data
-(:class:`TemporalDataModule`, :func:`load_events`, :func:`synthetic_events`), the pipeline
+(:class:`TemporalDataModule`, :func:`load_events`, :func:`load_dataset`, :func:`synthetic_events`), the pipeline
 strategy (:class:`MSPipeStrategy`, registered as ``"mspipe"``) and its callbacks.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"  # before the imports: lightning_mspipe.cli reads it
 
 from lightning_mspipe.callbacks import MemoryUpdate, PipelineStats, StalenessGuard, StalenessMitigation  # noqa: E402
-from lightning_mspipe.data import TemporalDataModule, load_events, synthetic_events  # noqa: E402
+from lightning_mspipe.data import TemporalDataModule, load_dataset, load_events, synthetic_events  # noqa: E402
 from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank  # noqa: E402
 from lightning_mspipe.strategy import MSPipeStrategy, register_strategies  # noqa: E402
 
@@ -28,6 +28,7 @@ __all__ = [
     "TGN",
     "TemporalDataModule",
     "__version__",
+    "load_dataset",
     "load_events",
     "synthetic_events",
 ]

@@ -1,4 +1,4 @@
-"""Event streams, readers, the synthetic stream, the temporal graph sampler and the data module."""
+"""Event streams, readers, public data sets by name, the synthetic stream, the temporal graph sampler and the data module."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.data.events import EventStream, EventStreamError
 from lightning_mspipe.data.formats import load_events
 from lightning_mspipe.data.graph import TemporalGraph
+from lightning_mspipe.data.registry import DATASETS, DataSet, DataSetUnavailableError, load_dataset
 from lightning_mspipe.data.synthetic import synthetic_events
 
 __all__ = [
+    "DATASETS",
+    "DataSet",
+    "DataSetUnavailableError",
     "EventStream",
     "EventStreamError",
     "NeighborBlock",
     "TemporalBatch",
     "TemporalDataModule",
     "TemporalGraph",
+    "load_dataset",
     "load_events",
     "synthetic_events",
 ]

@@ -12,9 +12,11 @@ import torch
 from torch import Tensor
 
 from lightning_mspipe.data.events import EventStream
+from lightning_mspipe.data.formats import load_events
 from lightning_mspipe.data.graph import TemporalGraph
 from lightning_mspipe.data.loader import NEIGHBOR_VISIBILITY, TemporalBatchLoader
 from lightning_mspipe.data.negatives import DestinationSampler, batch_generator, fixed_negatives
+from lightning_mspipe.data.registry import load_dataset
 from lightning_mspipe.data.synthetic import synthetic_events
 
 __all__ = ["TemporalDataModule", "TemporalSplit", "chronological_split"]
@@ -89,12 +91,15 @@ class TemporalDataModule(L.LightningDataModule):
     """Chronological training, validation and test batches of an event stream.
 
     The events are loaded on construction, so ``num_nodes`` and ``edge_dim`` are known at once
-    (LightningCLI links them into the model). With neither ``events`` nor ``path``, the data is
-    the built-in seeded synthetic stream.
+    (LightningCLI links them into the model). They come from one of ``events``, ``path`` or
+    ``name``; with none of them, the data is the built-in seeded synthetic stream.
 
     Args:
         events: An event stream.
         path: A file to read with :func:`~lightning_mspipe.data.load_events` instead.
+        name: A registered public data set to read with
+            :func:`~lightning_mspipe.data.load_dataset` instead (``"wikipedia"``, ``"uci"``, ...),
+            downloaded into the cache on first use (``mspipe fit --data.name wikipedia``).
         format: Reader format for ``path`` (``"auto"`` picks from the file).
         batch_size: Events per batch (global batch with several ranks).
         val_ratio, test_ratio: Shares of the time span's events for validation and test.
@@ -114,10 +119,12 @@ class TemporalDataModule(L.LightningDataModule):
         seed: Seed of the split, the negatives and the synthetic data.
         synthetic_nodes, synthetic_events, synthetic_edge_dim: Size and edge-feature width of
             the built-in synthetic stream (:func:`~lightning_mspipe.data.synthetic_events`).
-        read_options: Extra keyword arguments for the reader.
+        read_options: Extra keyword arguments for the reader (with ``name``, also ``cache_dir``
+            and ``url`` of :func:`~lightning_mspipe.data.load_dataset`).
 
     Raises:
-        ValueError: on ratios out of range, empty splits, a batch larger than a split, unknown
+        ValueError: on more than one of ``events``, ``path`` and ``name``, a ``format`` with
+            ``name``, ratios out of range, empty splits, a batch larger than a split, unknown
             sampling or negative modes.
     """
 
@@ -125,6 +132,7 @@ class TemporalDataModule(L.LightningDataModule):
         self,
         events: EventStream | None = None,
         path: str | None = None,
+        name: str | None = None,
         format: str = "auto",
         batch_size: int = 200,
         val_ratio: float = 0.15,
@@ -173,7 +181,7 @@ class TemporalDataModule(L.LightningDataModule):
             )
         if mrr_negatives < 1:
             raise ValueError(f"TemporalDataModule: mrr_negatives must be ≥ 1, got {mrr_negatives}.")
-        self.events = self._load(events, path, format, read_options or {})
+        self.events = self._load(events, path, name, format, read_options or {})
         self.split = chronological_split(self.events, val_ratio, test_ratio, new_node_ratio, seed)
         self._check_split_sizes()
         self.train_graph = TemporalGraph(self.events, eids=self.split.train)
@@ -243,16 +251,27 @@ class TemporalDataModule(L.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ helpers
-    def _load(self, events: EventStream | None, path: str | None, format: str, options: dict[str, Any]) -> EventStream:
-        if events is not None and path is not None:
-            raise ValueError("TemporalDataModule: pass `events` or `path`, not both.")
+    def _load(
+        self, events: EventStream | None, path: str | None, name: str | None, format: str, options: dict[str, Any]
+    ) -> EventStream:
+        given = [arg for arg, value in (("events", events), ("path", path), ("name", name)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"TemporalDataModule: got {' and '.join(f'`{arg}`' for arg in given)}; "
+                "pass only one of `events`, `path` and `name`."
+            )
+        if name is not None:
+            if format != "auto":
+                raise ValueError(
+                    f"TemporalDataModule: `format` ({format!r}) applies to `path`; the data set {name!r} "
+                    "is read in its registered format. Drop `format`, or pass `path` instead of `name`."
+                )
+            return load_dataset(name, **options)
         if events is not None:
             if not isinstance(events, EventStream):
                 raise TypeError(f"TemporalDataModule: `events` must be an EventStream, got {type(events).__name__}.")
             return events
         if path is not None:
-            from lightning_mspipe.data.formats import load_events
-
             return load_events(Path(path), format=format, **options)
         hp = self.hparams
         return synthetic_events(hp.synthetic_nodes, hp.synthetic_events, hp.synthetic_edge_dim, seed=hp.seed)

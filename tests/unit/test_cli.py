@@ -129,6 +129,11 @@ USER_ERRORS = {
         ["--data.path", "events.csv", "--data.format", "xml"],
         "unknown format 'xml'; the formats are",
     ),
+    "unknown_data_set": (["--data.name", "wiki"], "`load_dataset`: unknown data set 'wiki'; the data sets are"),
+    "data_set_offline": (
+        ["--data.name", "uci", "--data.read_options", '{"cache_dir": "cache", "url": "offline"}'],
+        "`load_dataset`: cannot get uci (DyGLib's processed data",
+    ),
     "not_an_int": (["--data.batch_size", "many"], "data.batch_size: expected int, got 'many'"),
     "model_argument": (["--model.memory_dim", "wide"], "model.memory_dim: expected int, got 'wide'"),
     "int_or_none": (["--trainer.max_epochs", "x"], "trainer.max_epochs: expected int or None, got 'x'"),
@@ -155,6 +160,16 @@ def test_a_user_error_prints_one_line_and_exits_with_status_2(args, message, tmp
     err = capsys.readouterr().err
     assert err.startswith("mspipe: error: ") and err.count("\n") == 1, err
     assert message in err
+
+
+def test_a_data_set_name_parses_and_trains(tmp_path, monkeypatch, capsys):
+    assert ParseOnlyCLI(args=["--data.name", "wikipedia"], run=False).config.data.name == "wikipedia"
+    monkeypatch.setenv("MSPIPE_DATA", str(tmp_path))
+    rows = [f"{e % 40},{e % 7},{e}.0,0" for e in range(2000)]
+    (tmp_path / "lastfm.csv").write_text("user_id,item_id,timestamp,state_label\n" + "\n".join(rows) + "\n")
+    tiny_model = TINY[4:]  # TINY without the synthetic stream's size
+    main(["fit", "--data.name", "lastfm", *tiny_model, *QUIET, "--trainer.default_root_dir", str(tmp_path)])
+    assert SUMMARY.search(capsys.readouterr().out)
 
 
 def test_debug_flag_anywhere_raises_with_the_traceback():

@@ -10,7 +10,7 @@ import pytest
 import lightning_mspipe
 import lightning_mspipe.data
 from lightning_mspipe import callbacks, models, strategy
-from lightning_mspipe.data import datamodule, formats, synthetic
+from lightning_mspipe.data import datamodule, formats, registry, synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -22,6 +22,7 @@ TOP_LEVEL = {
     "MSPipeStrategy": strategy.MSPipeStrategy,
     "TemporalDataModule": datamodule.TemporalDataModule,
     "load_events": formats.load_events,
+    "load_dataset": registry.load_dataset,
     "synthetic_events": synthetic.synthetic_events,
     "MemoryUpdate": callbacks.MemoryUpdate,
     "StalenessGuard": callbacks.StalenessGuard,

@@ -145,7 +145,7 @@ def test_bad_arguments_are_named(kwargs, match):
 
 
 def test_events_and_path_together_are_rejected():
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="got `events` and `path`; pass only one of `events`, `path` and `name`."):
         TemporalDataModule(events=synthetic_events(100, 1000), path="x.csv")
 
 
