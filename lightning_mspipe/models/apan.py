@@ -7,28 +7,28 @@ from torch import Tensor, nn
 
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.memory.updaters import AttentionUpdater, MemoryUpdater
-from lightning_mspipe.models.base import MemoryTGNN, _identity_or_linear
+from lightning_mspipe.models.base import MemoryTGNN
+from lightning_mspipe.models.network import MemoryNetwork, identity_or_linear
 
-__all__ = ["APAN"]
+__all__ = ["APAN", "APANNetwork"]
 
 
-class APAN(MemoryTGNN):
-    """APAN: each node keeps its last 10 mails; at each query its memory attends over them (2 heads),
-    each mail encoded with its age at the query time (as TGL and MSPipe do), and the result is its
-    embedding. An event's mail goes to both endpoints and to their sampled temporal neighbours
-    (asynchronous propagation; ``deliver_to="self"`` keeps it to the endpoints). Arguments as
-    :class:`~lightning_mspipe.models.base.MemoryTGNN`.
+class APANNetwork(MemoryNetwork):
+    """APAN's network: each node keeps its last 10 mails; at each query its memory attends over them
+    (2 heads), each mail encoded with its age at the query time (as TGL and MSPipe do), and the
+    result is its embedding. An event's mail goes to both endpoints and to their sampled temporal
+    neighbours (asynchronous propagation; ``deliver_to="self"`` keeps it to the endpoints).
+    Arguments as :class:`~lightning_mspipe.models.network.MemoryNetwork`.
     """
 
     default_mailbox_size = 10
     default_deliver_to = "neighbors"
 
     def build_updater(self) -> MemoryUpdater:
-        hp = self.hparams
-        return AttentionUpdater(hp.memory_dim, self.mail_dim, hp.time_dim, heads=hp.heads, dropout=hp.dropout)
+        return AttentionUpdater(self.memory_dim, self.mail_dim, self.time_dim, heads=self.heads, dropout=self.dropout)
 
     def build_embedding(self) -> nn.Module:
-        return _identity_or_linear(self.hparams.memory_dim, self.hparams.embedding_dim)
+        return identity_or_linear(self.memory_dim, self.embedding_dim)
 
     def update_memory(self, batch: TemporalBatch) -> Tensor:
         """Each root's memory after attending over its mailbox, mails encoded by their age at the
@@ -43,3 +43,11 @@ class APAN(MemoryTGNN):
 
     def embed(self, batch: TemporalBatch, memory: Tensor) -> Tensor:
         return self.embedding(memory)
+
+
+class APAN(MemoryTGNN):
+    """APAN (Wang et al., 2021) as a LightningModule over :class:`APANNetwork`. Arguments as
+    :class:`~lightning_mspipe.models.base.MemoryTGNN`.
+    """
+
+    network_class = APANNetwork

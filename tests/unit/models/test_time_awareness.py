@@ -24,8 +24,8 @@ def test_a_node_queried_later_gets_another_embedding(model_cls):
             model.memory.scatter(model.memory_write(batch, model(batch).memory))
         batch = fetch_memory(model.memory, loader.fetch_features(loader.sample(3)))
         later = dataclasses.replace(batch, t=batch.t + 3600.0)  # the same roots and neighbours, an hour later
-        now_emb = model.embed(batch, model.update_memory(batch))
-        later_emb = model.embed(later, model.update_memory(later))
+        now_emb = model.net.embed(batch, model.net.update_memory(batch))
+        later_emb = model.net.embed(later, model.net.update_memory(later))
     rows = batch.memory_index[: batch.size]  # the sources' snapshot rows
     has_history = batch.memory.mail_mask.any(dim=1)[rows]
     changed = (now_emb[: batch.size] - later_emb[: batch.size]).abs().amax(dim=1) > 1e-6
