@@ -10,6 +10,7 @@ import pytest
 import lightning_mspipe
 import lightning_mspipe.data
 from lightning_mspipe import callbacks, models, strategy
+from lightning_mspipe.pipeline import stages
 from lightning_mspipe.data import datamodule, formats, registry, synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,11 @@ TOP_LEVEL = {
     "JODIE": models.JODIE,
     "APAN": models.APAN,
     "EdgeBank": models.EdgeBank,
+    "MemoryNetwork": models.MemoryNetwork,
+    "TGNNetwork": models.TGNNetwork,
+    "JODIENetwork": models.JODIENetwork,
+    "APANNetwork": models.APANNetwork,
+    "fetch_memory": stages.fetch_memory,
     "MSPipeStrategy": strategy.MSPipeStrategy,
     "TemporalDataModule": datamodule.TemporalDataModule,
     "load_events": formats.load_events,
