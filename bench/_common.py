@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -172,3 +172,28 @@ def wait_for_quiet(threshold: float, max_wait: float, sample: float = 2.0) -> fl
         share = meter.share()
         if share is None or share < threshold or time.perf_counter() - started >= max_wait:
             return time.perf_counter() - started
+
+
+def run_in_processes(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: list[dict[str, Any]],
+                     processes: int) -> Iterator[dict[str, Any]]:
+    """Run ``fn(job)`` for every job in ``processes`` spawned workers; yield results as they finish.
+
+    Each worker gets ``cpu_count // processes`` torch threads. Workers are terminated when the
+    caller stops iterating, raises, or the process gets SIGTERM (``timeout`` in a script), so no
+    orphan keeps running or holds the caller's output pipe open.
+    """
+    import multiprocessing
+    import signal
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    threads = max(1, multiprocessing.cpu_count() // processes)
+    pool = multiprocessing.get_context("spawn").Pool(processes, initializer=torch.set_num_threads, initargs=(threads,))
+    try:
+        yield from pool.imap_unordered(fn, jobs)
+    finally:
+        pool.terminate()
+        pool.join()
+        signal.signal(signal.SIGTERM, previous)

@@ -31,7 +31,6 @@ import multiprocessing
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,15 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REAL_DATASETS, bench_trainer, load_dataset, mean_std, quiet_lightning, write_results  # noqa: E402
+from bench._common import (  # noqa: E402
+    REAL_DATASETS,
+    bench_trainer,
+    load_dataset,
+    mean_std,
+    quiet_lightning,
+    run_in_processes,
+    write_results,
+)
 from lightning_mspipe.data.datamodule import TemporalDataModule  # noqa: E402
 from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank  # noqa: E402
 
@@ -271,7 +278,6 @@ def main() -> None:
     parser.add_argument("--max-events", type=int, default=None, help="keep only the first N events of each data set")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (separate processes)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--tag", default=None, help="results file suffix (default: the device)")
     args = parser.parse_args()
@@ -286,7 +292,6 @@ def main() -> None:
                + f", {multiprocessing.cpu_count()} CPUs, {args.jobs} run(s) at a time; torch {torch.__version__}, "
                f"lightning {lightning.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}.")
     print(machine, flush=True)
-    threads = args.threads or max(1, multiprocessing.cpu_count() // args.jobs)
     job_args = {k: getattr(args, k) for k in ("max_events", "mrr_negatives", "max_epochs", "patience", "device")}
     jobs = [{"model": m, "dataset": d, "seed": seed, "args": job_args}
             for seed in args.seeds for d in args.datasets for m in args.models]  # seeds outermost
@@ -295,28 +300,23 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     data_info: dict[str, Any] = {}
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")  # CUDA needs spawned workers
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        futures = [pool.submit(run_one, job) for job in jobs]
-        for future in as_completed(futures):
-            run = future.result()
-            key = f"{run['dataset']}/{run['model']}"
-            runs.setdefault(key, []).append(run)
-            data_info[run["dataset"]] = run.pop("data")
-            shown = ", ".join(f"{m} {v:.4f}" for m, v in run["metrics"].items())
-            print(f"[{time.perf_counter() - started:7.0f}s] {key} seed {run['seed']}: {shown}; {run['epochs']} epochs "
-                  f"(best {run['best_epoch'] + 1}), {sum(run['epoch_s']):.1f}s train, {run['test_s']:.1f}s test",
-                  flush=True)
-            summary = {k: summarize(r) | {"runs": r} for k, r in runs.items()}
-            payload = {"config": config, "published_source": PUBLISHED_SOURCE,
-                       "published": {f"{d}/{m}": v for (m, d), v in PUBLISHED.items()},
-                       "data": data_info, "summary": {k: {kk: vv for kk, vv in v.items() if kk != "runs"}
-                                                      for k, v in summary.items()},
-                       "runs": runs, "wall_s": time.perf_counter() - started}
-            text = markdown(args, summary, data_info, machine)
-            json_path, _ = write_results(f"accuracy_{args.tag}", payload, text, args.out)
-            plot_curves(runs, json_path.with_name(f"accuracy_{args.tag}_curves.png"))
+    for run in run_in_processes(run_one, jobs, args.jobs):  # spawned workers (CUDA needs them)
+        key = f"{run['dataset']}/{run['model']}"
+        runs.setdefault(key, []).append(run)
+        data_info[run["dataset"]] = run.pop("data")
+        shown = ", ".join(f"{m} {v:.4f}" for m, v in run["metrics"].items())
+        print(f"[{time.perf_counter() - started:7.0f}s] {key} seed {run['seed']}: {shown}; {run['epochs']} epochs "
+              f"(best {run['best_epoch'] + 1}), {sum(run['epoch_s']):.1f}s train, {run['test_s']:.1f}s test",
+              flush=True)
+        summary = {k: summarize(r) | {"runs": r} for k, r in runs.items()}
+        payload = {"config": config, "published_source": PUBLISHED_SOURCE,
+                   "published": {f"{d}/{m}": v for (m, d), v in PUBLISHED.items()},
+                   "data": data_info, "summary": {k: {kk: vv for kk, vv in v.items() if kk != "runs"}
+                                                  for k, v in summary.items()},
+                   "runs": runs, "wall_s": time.perf_counter() - started}
+        text = markdown(args, summary, data_info, machine)
+        json_path, _ = write_results(f"accuracy_{args.tag}", payload, text, args.out)
+        plot_curves(runs, json_path.with_name(f"accuracy_{args.tag}_curves.png"))
     print(text)
 
 

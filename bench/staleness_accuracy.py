@@ -24,7 +24,6 @@ import argparse
 import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REAL_DATASETS, bench_trainer, load_dataset, mean_std, quiet_lightning, write_results  # noqa: E402
+from bench._common import (  # noqa: E402
+    REAL_DATASETS,
+    bench_trainer,
+    load_dataset,
+    mean_std,
+    quiet_lightning,
+    run_in_processes,
+    write_results,
+)
 from lightning_mspipe import JODIE, TGN, MSPipeStrategy, StalenessMitigation, TemporalDataModule  # noqa: E402
 
 MODELS = {"tgn": TGN, "jodie": JODIE}
@@ -182,19 +189,15 @@ def main() -> None:
             for mitigated in ((False, True) if args.mitigation and s > 0 else (False,))]
     runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
-    threads = max(1, multiprocessing.cpu_count() // args.jobs)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        for future in as_completed([pool.submit(run_one, job) for job in jobs]):
-            run = future.result()
-            runs.setdefault(config_key(run), []).append(run)
-            print(f"[{time.perf_counter() - started:6.0f}s] {config_key(run)} seed {run['seed']}: "
-                  f"test AP {run['test_ap']:.4f} ({run['wall_s']:.0f}s)", flush=True)
-            payload = {"config": {k: v for k, v in vars(args).items() if k != "out"}, "model_args": MODEL_ARGS,
-                       "data_args": DATA_ARGS, "runs": runs, "wall_s": time.perf_counter() - started}
-            json_path, _ = write_results(f"staleness_accuracy_{args.tag}", payload, markdown(args, runs, machine),
-                                         args.out)
-            plot(runs, json_path.with_name(f"staleness_accuracy_{args.tag}_curves.png"))
+    for run in run_in_processes(run_one, jobs, args.jobs):  # spawned workers (CUDA needs them)
+        runs.setdefault(config_key(run), []).append(run)
+        print(f"[{time.perf_counter() - started:6.0f}s] {config_key(run)} seed {run['seed']}: "
+              f"test AP {run['test_ap']:.4f} ({run['wall_s']:.0f}s)", flush=True)
+        payload = {"config": {k: v for k, v in vars(args).items() if k != "out"}, "model_args": MODEL_ARGS,
+                   "data_args": DATA_ARGS, "runs": runs, "wall_s": time.perf_counter() - started}
+        json_path, _ = write_results(f"staleness_accuracy_{args.tag}", payload, markdown(args, runs, machine),
+                                     args.out)
+        plot(runs, json_path.with_name(f"staleness_accuracy_{args.tag}_curves.png"))
     print(markdown(args, runs, machine))
 
 
