@@ -197,3 +197,37 @@ def run_in_processes(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: list[
         pool.terminate()
         pool.join()
         signal.signal(signal.SIGTERM, previous)
+
+
+def epoch_curves():  # -> lightning.Callback
+    """A callback that records, per training epoch, its wall time (``times``), mean training loss
+    (``loss``) and the validation AP after it (``val_ap``)."""
+    import lightning as L
+
+    class EpochCurves(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.loss: list[float] = []
+            self.val_ap: list[float] = []
+            self._start, self._loss_sum, self._batches = 0.0, 0.0, 0
+
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self._start, self._loss_sum, self._batches = time.perf_counter(), 0.0, 0
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                               batch_idx: int) -> None:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else None  # EdgeBank has none
+            if loss is not None:
+                self._loss_sum += float(loss)
+                self._batches += 1
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.times.append(time.perf_counter() - self._start)
+            if self._batches:
+                self.loss.append(self._loss_sum / self._batches)
+
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if not trainer.sanity_checking and "val/ap" in trainer.callback_metrics:
+                self.val_ap.append(float(trainer.callback_metrics["val/ap"]))
+
+    return EpochCurves()

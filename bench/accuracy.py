@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import (  # noqa: E402
     REAL_DATASETS,
     bench_trainer,
+    epoch_curves,
     load_dataset,
     mean_std,
     quiet_lightning,
@@ -100,24 +101,6 @@ PUBLISHED: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
 }
 
 
-class EpochRecorder(L.Callback):
-    """Wall time of each training epoch and the validation AP after it."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.val_ap: list[float] = []
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.times.append(time.perf_counter() - self._start)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and "val/ap" in trainer.callback_metrics:
-            self.val_ap.append(float(trainer.callback_metrics["val/ap"]))
-
-
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """One model × data set × seed under the protocol; returns test metrics, learning curve and timings.
 
@@ -130,7 +113,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     dm = TemporalDataModule(events=events, mrr_negatives=args["mrr_negatives"], seed=seed, **DATA_ARGS)
     L.seed_everything(seed, verbose=False)
     model = MODELS[model_name](num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **MODEL_ARGS[model_name])
-    recorder = EpochRecorder()
+    recorder = epoch_curves()
     learned = model_name != "edgebank"
     with tempfile.TemporaryDirectory() as folder:
         best = ModelCheckpoint(dirpath=folder, monitor="val/ap", mode="max", save_top_k=1)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import (  # noqa: E402
     REAL_DATASETS,
     bench_trainer,
+    epoch_curves,
     load_dataset,
     mean_std,
     quiet_lightning,
@@ -48,28 +49,6 @@ MODEL_ARGS = dict(memory_dim=100, time_dim=100, embedding_dim=100, dropout=0.1, 
 DATA_ARGS = dict(batch_size=200, num_neighbors=10, mrr_negatives=1)
 
 
-class Curves(L.Callback):
-    """Mean training loss and validation AP of every epoch."""
-
-    def __init__(self) -> None:
-        self.loss: list[float] = []
-        self.val_ap: list[float] = []
-        self._sum, self._count = 0.0, 0
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        self._sum += float(outputs["loss"])
-        self._count += 1
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.loss.append(self._sum / max(self._count, 1))
-        self._sum, self._count = 0.0, 0
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and "val/ap" in trainer.callback_metrics:
-            self.val_ap.append(float(trainer.callback_metrics["val/ap"]))
-
-
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """One model × bound × mitigation × seed in exact mode; returns test AP and the curves."""
     quiet_lightning()
@@ -81,7 +60,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     mitigation = StalenessMitigation() if job["mitigation"] else None
     strategy = MSPipeStrategy(max_staleness=job["bound"], mode="exact", mitigation=mitigation,
                               device="cuda" if args["device"] == "cuda" else "cpu")
-    curves = Curves()
+    curves = epoch_curves()
     trainer = bench_trainer(max_epochs=args["epochs"], strategy=strategy, callbacks=[curves],
                             accelerator="gpu" if args["device"] == "cuda" else "cpu", devices=1)
     started = time.perf_counter()

@@ -29,7 +29,9 @@ EDGEBANK_MODES: tuple[str, ...] = ("unlimited", "time_window")
 class EdgeMemory:
     """A set of directed pairs with the last time each was seen, as sorted int64 keys.
 
-    A pair ``(u, v)`` has key ``u · N + v``; lookups are one ``searchsorted``.
+    A pair ``(u, v)`` has key ``u · N + v``; lookups are one ``searchsorted``. Inserts are
+    buffered and merged on the next read, so a training epoch (inserts only) sorts the bank once,
+    not once per batch.
 
     Args:
         num_nodes: ``N``.
@@ -42,13 +44,25 @@ class EdgeMemory:
         if num_nodes * num_nodes >= 2**63:
             raise ValueError(f"EdgeMemory: num_nodes={num_nodes} overflows the int64 pair key.")
         self.num_nodes = num_nodes
-        self.keys = torch.empty(0, dtype=torch.int64)
-        self.last_seen = torch.empty(0, dtype=torch.float64)
+        self._keys = torch.empty(0, dtype=torch.int64)
+        self._last_seen = torch.empty(0, dtype=torch.float64)
+        self._pending: list[tuple[Tensor, Tensor]] = []
+
+    @property
+    def keys(self) -> Tensor:
+        """``[P]`` int64: the sorted, unique pair keys."""
+        self._merge()
+        return self._keys
+
+    @property
+    def last_seen(self) -> Tensor:
+        """``[P]`` float64: the latest time each pair of :attr:`keys` was seen."""
+        self._merge()
+        return self._last_seen
 
     def clear(self) -> None:
         """Forget every pair."""
-        self.keys = self.keys[:0]
-        self.last_seen = self.last_seen[:0]
+        self._keys, self._last_seen, self._pending = self._keys[:0], self._last_seen[:0], []
 
     def insert(self, src: Tensor, dst: Tensor, t: Tensor) -> None:
         """Add pairs seen at times ``t``; a pair seen again keeps its latest time.
@@ -56,13 +70,19 @@ class EdgeMemory:
         Shapes:
             - src, dst, t: ``[B]``
 
-        Costs one sort of ``P + B`` keys.
+        O(B) now; the merge (one sort of the bank and all pending pairs) happens on the next read.
         """
-        keys = torch.cat([self.keys, src.cpu().long() * self.num_nodes + dst.cpu().long()])
-        times = torch.cat([self.last_seen, t.cpu().to(torch.float64)])
+        self._pending.append((src.cpu().long() * self.num_nodes + dst.cpu().long(), t.cpu().to(torch.float64)))
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keys = torch.cat([self._keys, *(k for k, _ in self._pending)])
+        times = torch.cat([self._last_seen, *(t for _, t in self._pending)])
+        self._pending = []
         unique, inverse = torch.unique(keys, return_inverse=True)
         last = torch.full((unique.numel(),), float("-inf"), dtype=torch.float64)
-        self.keys, self.last_seen = unique, last.scatter_reduce_(0, inverse, times, reduce="amax")
+        self._keys, self._last_seen = unique, last.scatter_reduce_(0, inverse, times, reduce="amax")
 
     def last_seen_at(self, src: Tensor, dst: Tensor) -> Tensor:
         """Last time each pair was seen, ``-inf`` for pairs never seen.
@@ -71,17 +91,19 @@ class EdgeMemory:
             - src, dst: ``[*]`` (any shape, same for both); output: the same shape, float64
         """
         query = src.cpu().long() * self.num_nodes + dst.cpu().long()
-        if self.keys.numel() == 0:
+        keys, last_seen = self.keys, self.last_seen
+        if keys.numel() == 0:
             return torch.full(query.shape, float("-inf"), dtype=torch.float64)
-        position = torch.searchsorted(self.keys, query).clamp(max=self.keys.numel() - 1)
-        found = self.keys[position] == query
-        return torch.where(found, self.last_seen[position], torch.tensor(float("-inf"), dtype=torch.float64))
+        position = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
+        found = keys[position] == query
+        return torch.where(found, last_seen[position], torch.tensor(float("-inf"), dtype=torch.float64))
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"keys": self.keys, "last_seen": self.last_seen}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.keys, self.last_seen = state["keys"].long(), state["last_seen"].double()
+        self._keys, self._last_seen = state["keys"].long(), state["last_seen"].double()
+        self._pending = []
 
 
 class EdgeBank(L.LightningModule):

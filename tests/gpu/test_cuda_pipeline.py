@@ -6,7 +6,7 @@ import torch
 from lightning_mspipe import MSPipeStrategy, StalenessGuard
 from lightning_mspipe.models import TGN
 
-from tests.integration.test_pipeline import assert_same_model, fit, no_producer_threads
+from tests.integration.test_pipeline import fit, no_producer_threads
 
 if not torch.cuda.is_available():
     pytest.fail("tests/gpu needs a CUDA device; run it through bench/gpu_suite.sh on a GPU machine", pytrace=False)
