@@ -31,6 +31,7 @@ from typing_extensions import override
 from lightning_mspipe import __version__
 from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank
+from lightning_mspipe.reporting import wandb_logger
 
 __all__ = ["CommandLineError", "MSPipeCLI", "main", "strategy_names_as_classes", "summarize_parser_error"]
 
@@ -215,6 +216,11 @@ class MSPipeCLI(LightningCLI):
         parser.link_arguments("data.num_nodes", "model.init_args.num_nodes", apply_on="instantiate")
         parser.link_arguments("data.edge_dim", "model.init_args.edge_dim", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Run the test set after `fit`.")
+        parser.add_argument(
+            "--wandb", type=bool, default=False,
+            help="Also log to Weights & Biases (WANDB_MODE=offline runs without network).",
+        )
+        parser.add_argument("--wandb_project", type=str, default="lightning-mspipe", help="The W&B project.")
         parser.set_defaults({"model": {"class_path": "lightning_mspipe.TGN"}, "trainer.max_epochs": 3})
 
     @override
@@ -236,12 +242,17 @@ class MSPipeCLI(LightningCLI):
 
     @override
     def instantiate_classes(self) -> None:
-        """Build data, model and trainer; a ``ValueError``, ``TypeError`` or ``OSError`` becomes a
-        :class:`CommandLineError`."""
+        """Build data, model and trainer (with ``--wandb``, add a W&B logger); a ``ValueError``,
+        ``TypeError``, ``OSError`` or a missing optional package becomes a :class:`CommandLineError`."""
         try:
             super().instantiate_classes()
+            if self._get(self.config, "wandb", default=False):
+                project = self._get(self.config, "wandb_project", default="lightning-mspipe")
+                self.trainer.loggers = [*self.trainer.loggers, wandb_logger(project, self.trainer.default_root_dir)]
         except (ValueError, TypeError, OSError) as error:
             raise CommandLineError(summarize_parser_error(str(error))) from error
+        except ModuleNotFoundError as error:  # an optional extra (wandb) that is not installed
+            raise CommandLineError(str(error)) from error
 
     def after_fit(self) -> None:
         """Test the fitted model (memory continues from validation), unless ``--test_after_fit false``.
