@@ -5,6 +5,7 @@
 - :class:`StalenessGuard`: checks every batch's staleness against the bound.
 - :class:`StalenessMitigation`: blends stale memory with that of similar, fresher nodes.
 - :class:`PipelineStats`: stage times, bubbles, staleness and throughput to the logger.
+- :class:`PipelineTimeline`: per-batch stage spans of the pipeline, drawn as a timeline picture.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,9 +24,11 @@ from typing_extensions import override
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.mitigation import SIMILARITIES, CosineNeighbors, blend_stale_memory, neighbor_candidates
 from lightning_mspipe.pipeline.loader import PipelinedLoader
-from lightning_mspipe.reporting import histogram_scalars, log_histogram
+from lightning_mspipe.pipeline.timeline import TimelineRecorder
+from lightning_mspipe.plots import plot_timelines
+from lightning_mspipe.reporting import histogram_scalars, log_histogram, log_image
 
-__all__ = ["MemoryUpdate", "PipelineStats", "StalenessGuard", "StalenessMitigation"]
+__all__ = ["MemoryUpdate", "PipelineStats", "PipelineTimeline", "StalenessGuard", "StalenessMitigation"]
 
 log = logging.getLogger(__name__)
 
@@ -252,3 +256,46 @@ class PipelineStats(Callback):
         pl_module.log_dict({f"pipeline/{k}": v for k, v in summary.items()})
         log_histogram(trainer.loggers, "pipeline/staleness_histogram", self._staleness, trainer.global_step)
 
+
+class PipelineTimeline(Callback):
+    """Records the start and end of every stage of a window of training batches (host clock).
+
+    At the start of training it hands its :class:`~lightning_mspipe.pipeline.timeline.TimelineRecorder`
+    (``self.recorder``) to the pipeline's profile; at the end, with ``path``, it draws the
+    timeline (:func:`~lightning_mspipe.plots.plot_timelines`, needs matplotlib), saves the PNG
+    and sends it to the loggers that take images (W&B, TensorBoard) as ``pipeline/timeline``.
+    Recording costs a lock and a dict insert per stage of a batch in the window; nothing after.
+
+    Args:
+        batches: Batches in the window.
+        first: The first batch recorded (the first ones pay one-time costs).
+        path: Where to save the picture at the end of training, or ``None`` for no picture.
+
+    Raises:
+        RuntimeError: at the start of training, when the training loader is not pipelined
+            (the strategy is not :class:`~lightning_mspipe.strategy.MSPipeStrategy`).
+    """
+
+    def __init__(self, batches: int = 12, first: int = 2, path: str | Path | None = None) -> None:
+        self.recorder = TimelineRecorder(batches, first)
+        self.path = None if path is None else Path(path)
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pipeline = active_pipeline(trainer)
+        if pipeline is None:
+            raise RuntimeError(
+                "PipelineTimeline: training is not pipelined, so there is no timeline to record; "
+                "train with strategy=MSPipeStrategy(...) (or `--trainer.strategy mspipe`)."
+            )
+        pipeline.profile.timeline = self.recorder
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pipeline = active_pipeline(trainer)
+        if pipeline is not None:
+            pipeline.profile.timeline = None
+        if self.path is not None and trainer.is_global_zero:
+            bound = 0 if pipeline is None else pipeline.bound
+            plot_timelines({f"s = {bound}": self.recorder}, self.path)
+            log_image(trainer.loggers, "pipeline/timeline", self.path, trainer.global_step)
