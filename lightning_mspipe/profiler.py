@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 from lightning_mspipe.callbacks import PipelineTimeline
-from lightning_mspipe.memory.store import MemoryStore, MemorySnapshot, MemoryWrite
+from lightning_mspipe.memory.store import MemorySnapshot, MemoryStore, MemoryWrite
 from lightning_mspipe.models.base import MemoryTGNN
 from lightning_mspipe.pipeline.schedule import StageTimes, auto_staleness
 from lightning_mspipe.pipeline.timeline import TimelineRecorder

@@ -9,6 +9,7 @@ bubbles: the time the training stage waited.
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 from typing import NamedTuple
 
 __all__ = ["StageSpan", "TimelineRecorder"]
@@ -61,7 +62,7 @@ class TimelineRecorder:
     def idle(self, stage: str = "train") -> float:
         """Seconds the ``stage`` lane waited between its first and last span (the bubbles)."""
         spans = self.spans(stage)
-        return sum(max(later.start - earlier.end, 0.0) for earlier, later in zip(spans, spans[1:]))
+        return sum(max(later.start - earlier.end, 0.0) for earlier, later in pairwise(spans))
 
     def idle_share(self, stage: str = "train") -> float:
         """``idle / (idle + busy)`` of the ``stage`` lane (0 without spans)."""

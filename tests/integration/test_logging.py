@@ -10,7 +10,6 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from lightning_mspipe import TGN, MSPipeStrategy, PipelineStats, StalenessMitigation
@@ -34,13 +33,7 @@ TINY_CLI = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _in_process_cli(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["mspipe"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("in_process_cli")
 
 
 def test_a_csv_logger_receives_every_pipeline_metric(tmp_path):

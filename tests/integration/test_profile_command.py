@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import lightning as L
 import matplotlib.image
 import pytest
-import torch
 
 from lightning_mspipe import TGN, PipelineTimeline
 from lightning_mspipe.cli import MSPipeCLI
@@ -21,13 +18,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _in_process_cli(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["mspipe"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("in_process_cli")
 
 
 def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_closes_the_bubbles(tmp_path, capsys):
