@@ -60,7 +60,7 @@ def log_image(loggers: Iterable[Logger], name: str, path: Path, step: int) -> No
         elif isinstance(logger, TensorBoardLogger):
             import matplotlib.image
 
-            pixels = matplotlib.image.imread(path)  # [H, W, C] floats in 0 … 1
+            pixels = matplotlib.image.imread(path)[..., :3]  # [H, W, 3] floats in 0 … 1 (no alpha)
             logger.experiment.add_image(name, pixels, global_step=step, dataformats="HWC")
         else:
             log.info("%s: %s does not take images; the picture is at %s", name, type(logger).__name__, path)
