@@ -5,6 +5,7 @@
 - :class:`StalenessGuard`: checks every batch's staleness against the bound.
 - :class:`StalenessMitigation`: blends stale memory with that of similar, fresher nodes.
 - :class:`PipelineStats`: stage times, bubbles, staleness and throughput to the logger.
+- :class:`PipelineTimeline`: per-batch stage spans of the pipeline, drawn as a timeline picture.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,8 +24,11 @@ from typing_extensions import override
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.mitigation import SIMILARITIES, CosineNeighbors, blend_stale_memory, neighbor_candidates
 from lightning_mspipe.pipeline.loader import PipelinedLoader
+from lightning_mspipe.pipeline.timeline import TimelineRecorder
+from lightning_mspipe.plots import plot_timelines
+from lightning_mspipe.reporting import histogram_scalars, log_histogram, log_image
 
-__all__ = ["MemoryUpdate", "PipelineStats", "StalenessGuard", "StalenessMitigation"]
+__all__ = ["MemoryUpdate", "PipelineStats", "PipelineTimeline", "StalenessGuard", "StalenessMitigation"]
 
 log = logging.getLogger(__name__)
 
@@ -185,15 +190,21 @@ class PipelineStats(Callback):
 
     Per batch: ``pipeline/staleness`` (the batch's, 0 without a pipeline) and
     ``pipeline/events_per_s`` (training events per second since the epoch started), both also in
-    the progress bar beside the loss, and ``pipeline/wait_ms`` (how long the training stage waited
-    for this batch; only under :class:`~lightning_mspipe.strategy.MSPipeStrategy`). Per epoch: mean
-    stage times (``pipeline/<stage>_ms``), the bound ``pipeline/max_staleness``, the idle share of
-    the training stage and ``pipeline/events_per_s`` of the whole epoch. ``self.epochs`` keeps one
+    the progress bar beside the loss, and, only under
+    :class:`~lightning_mspipe.strategy.MSPipeStrategy`, ``pipeline/wait_ms`` (how long the
+    training stage waited for this batch) and ``pipeline/bound`` (the staleness bound ``s`` in
+    force, so a chart shows ``"auto"``'s choice over time). Per epoch: the staleness histogram of
+    the epoch's batches as one scalar per bucket, ``pipeline/staleness_hist/<k>`` for ``k = 0 …``
+    the bound (also as a histogram, ``pipeline/staleness_histogram``, to W&B and TensorBoard),
+    ``pipeline/events_per_s`` of the whole epoch and, under the strategy, mean stage times
+    (``pipeline/<stage>_ms``), the bound ``pipeline/max_staleness``, the largest staleness seen
+    and the idle share of the training stage (``pipeline/idle_share``). ``self.epochs`` keeps one
     summary dict per epoch.
     """
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
+        self._staleness: Counter[int] = Counter()  # this epoch's batches by staleness
         self._started = 0.0
         self._events = 0
         self._epoch_wait = 0.0  # the pipeline's total wait when the epoch started
@@ -202,6 +213,7 @@ class PipelineStats(Callback):
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started, self._events = time.perf_counter(), 0
+        self._staleness.clear()
         pipeline = active_pipeline(trainer)
         self._epoch_wait = self._batch_wait = 0.0 if pipeline is None else pipeline.profile.total_wait
 
@@ -212,13 +224,16 @@ class PipelineStats(Callback):
         self._events += batch.size
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         step = dict(on_step=True, on_epoch=False)
-        pl_module.log("pipeline/staleness", float(batch_staleness(batch)), prog_bar=True, **step)
+        staleness = batch_staleness(batch)
+        self._staleness[staleness] += 1
+        pl_module.log("pipeline/staleness", float(staleness), prog_bar=True, **step)
         pl_module.log("pipeline/events_per_s", self._events / elapsed, prog_bar=True, **step)
         pipeline = active_pipeline(trainer)
         if pipeline is not None:
             # The pipeline records one wait per batch handed over; this batch's is the growth since the last.
             total = pipeline.profile.total_wait
             pl_module.log("pipeline/wait_ms", 1e3 * (total - self._batch_wait), **step)
+            pl_module.log("pipeline/bound", float(pipeline.bound), **step)
             self._batch_wait = total
 
     @override
@@ -235,5 +250,52 @@ class PipelineStats(Callback):
                 max_staleness_seen=float(pipeline.profile.max_staleness_seen()),
                 pipelined=float(pipeline.threaded),
             )
+        upto = max([*self._staleness, 0 if pipeline is None else pipeline.bound])
+        summary.update(histogram_scalars("staleness_hist", self._staleness, upto))
         self.epochs.append(summary)
         pl_module.log_dict({f"pipeline/{k}": v for k, v in summary.items()})
+        log_histogram(trainer.loggers, "pipeline/staleness_histogram", self._staleness, trainer.global_step)
+
+
+class PipelineTimeline(Callback):
+    """Records the start and end of every stage of a window of training batches (host clock).
+
+    At the start of training it hands its :class:`~lightning_mspipe.pipeline.timeline.TimelineRecorder`
+    (``self.recorder``) to the pipeline's profile; at the end, with ``path``, it draws the
+    timeline (:func:`~lightning_mspipe.plots.plot_timelines`, needs matplotlib), saves the PNG
+    and sends it to the loggers that take images (W&B, TensorBoard) as ``pipeline/timeline``.
+    Recording costs a lock and a dict insert per stage of a batch in the window; nothing after.
+
+    Args:
+        batches: Batches in the window.
+        first: The first batch recorded (the first ones pay one-time costs).
+        path: Where to save the picture at the end of training, or ``None`` for no picture.
+
+    Raises:
+        RuntimeError: at the start of training, when the training loader is not pipelined
+            (the strategy is not :class:`~lightning_mspipe.strategy.MSPipeStrategy`).
+    """
+
+    def __init__(self, batches: int = 12, first: int = 2, path: str | Path | None = None) -> None:
+        self.recorder = TimelineRecorder(batches, first)
+        self.path = None if path is None else Path(path)
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pipeline = active_pipeline(trainer)
+        if pipeline is None:
+            raise RuntimeError(
+                "PipelineTimeline: training is not pipelined, so there is no timeline to record; "
+                "train with strategy=MSPipeStrategy(...) (or `--trainer.strategy mspipe`)."
+            )
+        pipeline.profile.timeline = self.recorder
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pipeline = active_pipeline(trainer)
+        if pipeline is not None:
+            pipeline.profile.timeline = None
+        if self.path is not None and trainer.is_global_zero:
+            bound = 0 if pipeline is None else pipeline.bound
+            plot_timelines({f"s = {bound}": self.recorder}, self.path)
+            log_image(trainer.loggers, "pipeline/timeline", self.path, trainer.global_step)

@@ -31,8 +31,13 @@ from typing_extensions import override
 from lightning_mspipe import __version__
 from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.models import APAN, JODIE, TGN, EdgeBank
+from lightning_mspipe.plots import plot_timelines
+from lightning_mspipe.profiler import ProfileReport, profile_pipeline
+from lightning_mspipe.reporting import log_image, wandb_logger
 
-__all__ = ["CommandLineError", "MSPipeCLI", "main", "strategy_names_as_classes", "summarize_parser_error"]
+__all__ = [
+    "CommandLineError", "MSPipeCLI", "MSPipeTrainer", "main", "strategy_names_as_classes", "summarize_parser_error",
+]
 
 MODELS = (TGN, JODIE, APAN, EdgeBank)
 DEBUG_FLAG = "--debug"
@@ -139,6 +144,50 @@ class MSPipeArgumentParser(LightningArgumentParser):
         return super().parse_args(strategy_names_as_classes(args), *rest, **kwargs)
 
 
+class MSPipeTrainer(L.Trainer):
+    """Lightning's Trainer with one more command, :meth:`profile` (``mspipe profile``)."""
+
+    profile_report: ProfileReport | None = None
+    """What the last :meth:`profile` measured."""
+
+    def profile(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        out: str = "pipeline_timeline.png",
+        batches: int = 12,
+        warmup: int = 2,
+        slow_link_ms: float = 0.0,
+        max_staleness: int | None = None,
+    ) -> ProfileReport:
+        """Draw the pipeline's stage timeline at s = 0 and at the chosen s into a PNG.
+
+        Trains ``warmup + batches + 1`` batches at ``s = 0`` and again at the bound ``"auto"``
+        would choose from the measured stage times, from the same initial weights, on this
+        trainer's device (:func:`~lightning_mspipe.profiler.profile_pipeline`); saves the picture
+        (one panel per run, one lane per stage, a bar per batch) and sends it to the loggers that
+        take images (W&B, TensorBoard).
+
+        Args:
+            model: A memory-based TGNN (TGN, JODIE, APAN).
+            datamodule: Its data.
+            out: The PNG to write.
+            batches: Batches in each timeline.
+            warmup: Batches trained before the timeline starts.
+            slow_link_ms: Milliseconds added to every memory gather (stage 3) and write (stage 5),
+                as a slow host-device link would (0: the real stage times).
+            max_staleness: The second run's bound instead of the chosen one (at least 1).
+        """
+        report = profile_pipeline(
+            model, datamodule, batches=batches, warmup=warmup, slow_link_ms=slow_link_ms,
+            max_staleness=max_staleness, device=self.strategy.root_device,
+        )
+        path = plot_timelines(report.panels(), out)
+        log_image(self.loggers, "pipeline/timeline", path, step=0)
+        self.profile_report = report
+        return report
+
+
 class MSPipeCLI(LightningCLI):
     """LightningCLI for memory-based TGNNs on event streams.
 
@@ -176,6 +225,7 @@ class MSPipeCLI(LightningCLI):
         flagged = isinstance(argv, list) and DEBUG_FLAG in argv
         self.debug = (flagged or os.environ.get(DEBUG_ENV, "") not in ("", "0")) if debug is None else debug
         kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("trainer_class", MSPipeTrainer)
         kwargs.setdefault("parser_class", MSPipeArgumentParser)
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -199,6 +249,7 @@ class MSPipeCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         commands = LightningCLI.subcommands()
         del commands["predict"]  # the models have no predict_step
+        commands["profile"] = {"model", "datamodule"}  # MSPipeTrainer.profile
         return commands
 
     @override
@@ -215,6 +266,11 @@ class MSPipeCLI(LightningCLI):
         parser.link_arguments("data.num_nodes", "model.init_args.num_nodes", apply_on="instantiate")
         parser.link_arguments("data.edge_dim", "model.init_args.edge_dim", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Run the test set after `fit`.")
+        parser.add_argument(
+            "--wandb", type=bool, default=False,
+            help="Also log to Weights & Biases (WANDB_MODE=offline runs without network).",
+        )
+        parser.add_argument("--wandb_project", type=str, default="lightning-mspipe", help="The W&B project.")
         parser.set_defaults({"model": {"class_path": "lightning_mspipe.TGN"}, "trainer.max_epochs": 3})
 
     @override
@@ -236,12 +292,17 @@ class MSPipeCLI(LightningCLI):
 
     @override
     def instantiate_classes(self) -> None:
-        """Build data, model and trainer; a ``ValueError``, ``TypeError`` or ``OSError`` becomes a
-        :class:`CommandLineError`."""
+        """Build data, model and trainer (with ``--wandb``, add a W&B logger); a ``ValueError``,
+        ``TypeError``, ``OSError`` or a missing optional package becomes a :class:`CommandLineError`."""
         try:
             super().instantiate_classes()
+            if self._get(self.config, "wandb", default=False):
+                project = self._get(self.config, "wandb_project", default="lightning-mspipe")
+                self.trainer.loggers = [*self.trainer.loggers, wandb_logger(project, self.trainer.default_root_dir)]
         except (ValueError, TypeError, OSError) as error:
             raise CommandLineError(summarize_parser_error(str(error))) from error
+        except ModuleNotFoundError as error:  # an optional extra (wandb) that is not installed
+            raise CommandLineError(str(error)) from error
 
     def after_fit(self) -> None:
         """Test the fitted model (memory continues from validation), unless ``--test_after_fit false``.
@@ -260,6 +321,22 @@ class MSPipeCLI(LightningCLI):
                 f"{key} {results[key]:.4f}" for key in ("val/ap", "test/ap", "test/mrr") if key in results
             ]
             print("mspipe fit: " + ", ".join(shown))
+
+
+    def profile(self, **kwargs: Any) -> None:
+        """``mspipe profile``: :meth:`MSPipeTrainer.profile`; a mistake in its arguments (a model the
+        pipeline cannot train, a bad count, matplotlib missing) becomes a :class:`CommandLineError`."""
+        try:
+            self.trainer.profile(**kwargs)
+        except (ValueError, TypeError, ModuleNotFoundError) as error:
+            raise CommandLineError(str(error)) from error
+
+    def after_profile(self) -> None:
+        """Print each run's training idle share and where the picture is."""
+        report, out = self.trainer.profile_report, self.config["profile"]["out"]
+        if report is not None and self.trainer.is_global_zero:
+            runs = ", ".join(f"{title} idle {recorder.idle_share():.0%}" for title, recorder in report.panels().items())
+            print(f"mspipe profile: training {runs}; picture {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

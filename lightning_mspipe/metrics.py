@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["LinkMRR", "link_ranks", "link_mrr"]
+__all__ = ["LinkMRR", "link_ranks", "link_mrr", "reciprocal_rank_sum"]
 
 
 def link_ranks(pos_score: Tensor, neg_score: Tensor) -> Tensor:
@@ -35,25 +37,36 @@ def link_mrr(pos_score: Tensor, neg_score: Tensor) -> Tensor:
     return (1.0 / link_ranks(pos_score, neg_score)).mean()
 
 
+def reciprocal_rank_sum(pos_score: Tensor, neg_score: Tensor) -> Tensor:
+    """Sum of the reciprocal ranks of the positives (see :func:`link_ranks`). Scalar float64."""
+    return (1.0 / link_ranks(pos_score, neg_score)).sum()
+
+
 class LinkMRR(Metric):
     """Streaming one-vs-many MRR over batches of ``[B]`` positive and ``[B, Q]`` negative scores.
 
-    Keeps only a sum and a count (O(1) state); all positives of a batch are ranked at once.
+    Keeps only a sum and a count (O(1) state); all positives of a batch are ranked at once. A
+    negative scored ``-inf`` (a padded slot) never ranks above or ties a positive.
+
+    Args:
+        rank_sum: ``(pos [B], neg [B, Q]) → sum of reciprocal ranks``; default
+            :func:`reciprocal_rank_sum` (TGB's rule). A TGB data set brings TGB's own evaluator
+            (:func:`~lightning_mspipe.data.tgb.tgb_reciprocal_rank_sum`).
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, rank_sum: Callable[[Tensor, Tensor], Tensor] = reciprocal_rank_sum, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(**kwargs)
+        self.rank_sum = rank_sum
         self.add_state("reciprocal_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, pos_score: Tensor, neg_score: Tensor) -> None:
-        ranks = link_ranks(pos_score.detach(), neg_score.detach())
-        self.reciprocal_sum += (1.0 / ranks).sum()
-        self.count += ranks.numel()
+        self.reciprocal_sum += self.rank_sum(pos_score.detach(), neg_score.detach()).to(self.reciprocal_sum)
+        self.count += pos_score.numel()
 
     def compute(self) -> Tensor:
         return (self.reciprocal_sum / self.count.clamp(min=1)).to(torch.float32)

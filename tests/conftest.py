@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.data.synthetic import synthetic_events
@@ -26,3 +28,14 @@ def small_datamodule(**overrides) -> TemporalDataModule:
     options = dict(events=synthetic_events(300, 3000, edge_dim=4, seed=1), batch_size=200, mrr_negatives=5)
     options.update(overrides)
     return TemporalDataModule(**options)
+
+
+@pytest.fixture
+def in_process_cli(monkeypatch):
+    """``main(argv)`` is the only source of arguments (pytest's own argv would make Lightning warn);
+    one intra-op thread: the tiny models gain nothing from more on shared cores."""
+    monkeypatch.setattr(sys, "argv", ["mspipe"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

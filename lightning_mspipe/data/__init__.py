@@ -1,4 +1,4 @@
-"""Event streams, readers, public data sets by name, the synthetic stream, the temporal graph sampler and the data module."""
+"""Event streams, readers, public data sets by name (TGB's through py-tgb), the synthetic stream, the temporal graph sampler and the data module."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from lightning_mspipe.data.formats import load_events
 from lightning_mspipe.data.graph import TemporalGraph
 from lightning_mspipe.data.registry import DATASETS, DataSet, DataSetUnavailableError, load_dataset
 from lightning_mspipe.data.synthetic import synthetic_events
+from lightning_mspipe.data.tgb import load_tgb
 
 __all__ = [
     "DATASETS",
@@ -22,5 +23,6 @@ __all__ = [
     "TemporalGraph",
     "load_dataset",
     "load_events",
+    "load_tgb",
     "synthetic_events",
 ]

@@ -88,10 +88,13 @@ class TemporalBatch(_Transferable):
         new_node: Whether each event touches a node unseen in training (inductive evaluation).
         memory: Memory snapshot of the batch's unique nodes (stage 3), or ``None`` until fetched.
         memory_index: Row of ``memory`` for each root, then each neighbour slot (stage 3).
+        neg_mask: Which negatives are real where events have fewer than ``Q`` (TGB's evaluation
+            negatives); a padded slot holds the event's own destination and never counts in a
+            metric. ``None``: all are real.
 
     Shapes:
         - eids, src, dst: ``[B]`` int64; t: ``[B]`` float64
-        - neg_dst: ``[B, Q]`` int64
+        - neg_dst: ``[B, Q]`` int64; neg_mask: ``[B, Q]`` bool
         - edge_feat: ``[B, D_e]``; nbr_edge_feat: ``[R, K, D_e]``
         - new_node: ``[B]`` bool
         - memory_index: ``[R + R·K]`` int64 into the snapshot's ``U`` rows
@@ -109,6 +112,7 @@ class TemporalBatch(_Transferable):
     new_node: Tensor | None = None
     memory: Any = None
     memory_index: Tensor | None = None
+    neg_mask: Tensor | None = None
 
     @property
     def size(self) -> int:

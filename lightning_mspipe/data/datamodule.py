@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from lightning_mspipe.data.loader import NEIGHBOR_VISIBILITY, TemporalBatchLoade
 from lightning_mspipe.data.negatives import DestinationSampler, batch_generator, fixed_negatives
 from lightning_mspipe.data.registry import load_dataset
 from lightning_mspipe.data.synthetic import synthetic_events
+from lightning_mspipe.data.tgb import TGBLinkData, is_tgb_name, load_tgb, tgb_reciprocal_rank_sum
 
 __all__ = ["TemporalDataModule", "TemporalSplit", "chronological_split"]
 
@@ -99,11 +101,16 @@ class TemporalDataModule(L.LightningDataModule):
         path: A file to read with :func:`~lightning_mspipe.data.load_events` instead.
         name: A registered public data set to read with
             :func:`~lightning_mspipe.data.load_dataset` instead (``"wikipedia"``, ``"uci"``, ...),
-            downloaded into the cache on first use (``mspipe fit --data.name wikipedia``).
+            downloaded into the cache on first use (``mspipe fit --data.name wikipedia``); or a
+            TGB link-prediction set (``"tgbl-wiki"``, ``"tgbl-review"``, ...) read with TGB's
+            package (:func:`~lightning_mspipe.data.tgb.load_tgb`, ``pip install
+            'lightning-mspipe[tgb]'``): TGB's events, split, evaluation negatives for validation
+            and test (MRR on both) and evaluator, so test MRR is comparable with TGB's leaderboard.
         format: Reader format for ``path`` (``"auto"`` picks from the file).
         batch_size: Events per batch (global batch with several ranks).
         val_ratio, test_ratio: Shares of the time span's events for validation and test.
-        new_node_ratio: Share of evaluation nodes held out of training (inductive protocol).
+        new_node_ratio: Share of evaluation nodes held out of training (inductive protocol);
+            default 0.1, and 0 for a TGB set (TGB holds no nodes out).
         num_neighbors: Temporal neighbours sampled per root.
         sampling: ``"recent"`` (most recent neighbours) or ``"uniform"``.
         neighbor_visibility: ``"time"`` (default: a root sees every event strictly earlier
@@ -114,7 +121,8 @@ class TemporalDataModule(L.LightningDataModule):
         eval_negatives: ``"all"`` (uniform over all nodes) or ``"dst"`` (over the nodes that are
             ever a destination, as DyGLib and TGB draw them; on a bipartite stream this keeps
             sources out of the negatives).
-        mrr_negatives: Fixed negatives per test event for one-vs-many MRR (column 0 also serves AP).
+        mrr_negatives: Fixed negatives per test event for one-vs-many MRR (column 0 also serves AP);
+            a TGB set has its own (``eval_negatives``, ``mrr_negatives`` and ``val_mrr`` do not apply).
         val_mrr: Give validation events ``mrr_negatives`` negatives too (slower); otherwise one.
         seed: Seed of the split, the negatives and the synthetic data.
         synthetic_nodes, synthetic_events, synthetic_edge_dim: Size and edge-feature width of
@@ -125,7 +133,8 @@ class TemporalDataModule(L.LightningDataModule):
     Raises:
         ValueError: on more than one of ``events``, ``path`` and ``name``, a ``format`` with
             ``name``, ratios out of range, empty splits, a batch larger than a split, unknown
-            sampling or negative modes.
+            sampling or negative modes, a TGB set with other ratios than TGB's split.
+        ModuleNotFoundError: a TGB set without TGB's package (the message says how to install it).
     """
 
     def __init__(
@@ -137,7 +146,7 @@ class TemporalDataModule(L.LightningDataModule):
         batch_size: int = 200,
         val_ratio: float = 0.15,
         test_ratio: float = 0.15,
-        new_node_ratio: float = 0.1,
+        new_node_ratio: float | None = None,
         num_neighbors: int = 10,
         sampling: str = "recent",
         neighbor_visibility: str = "time",
@@ -160,7 +169,7 @@ class TemporalDataModule(L.LightningDataModule):
                 "TemporalDataModule: need 0 < val_ratio, test_ratio and val_ratio + test_ratio < 1, "
                 f"got val_ratio={val_ratio}, test_ratio={test_ratio}."
             )
-        if not 0.0 <= new_node_ratio < 1.0:
+        if new_node_ratio is not None and not 0.0 <= new_node_ratio < 1.0:
             raise ValueError(f"TemporalDataModule: new_node_ratio must be in [0, 1), got {new_node_ratio}.")
         if num_neighbors < 1:
             raise ValueError(f"TemporalDataModule: num_neighbors must be ≥ 1, got {num_neighbors}.")
@@ -181,8 +190,16 @@ class TemporalDataModule(L.LightningDataModule):
             )
         if mrr_negatives < 1:
             raise ValueError(f"TemporalDataModule: mrr_negatives must be ≥ 1, got {mrr_negatives}.")
+        self.tgb: TGBLinkData | None = None  # set by _load for a TGB set
         self.events = self._load(events, path, name, format, read_options or {})
-        self.split = chronological_split(self.events, val_ratio, test_ratio, new_node_ratio, seed)
+        if self.tgb is not None:
+            self._check_tgb_protocol(val_ratio, test_ratio, new_node_ratio)
+        held_out = (0.0 if self.tgb is not None else 0.1) if new_node_ratio is None else new_node_ratio
+        self.split = chronological_split(self.events, val_ratio, test_ratio, held_out, seed)
+        if self.tgb is not None:  # the same quantile rule as TGB's: its masks, with no nodes held out
+            theirs = (self.tgb.train_mask, self.tgb.val_mask, self.tgb.test_mask)
+            ours = (self.split.train, self.split.val, self.split.test)
+            assert all(torch.equal(e, m.nonzero().squeeze(1)) for e, m in zip(ours, theirs)), "TGB's split differs"
         self._check_split_sizes()
         self.train_graph = TemporalGraph(self.events, eids=self.split.train)
         self.full_graph = TemporalGraph(self.events)
@@ -204,6 +221,12 @@ class TemporalDataModule(L.LightningDataModule):
         """Width of the node features (0 when there are none)."""
         return self.events.node_dim
 
+    @property
+    def mrr_function(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """How this data's MRR is ranked: TGB's evaluator for a TGB set (``(pos, neg) → sum of
+        reciprocal ranks``, see :class:`~lightning_mspipe.metrics.LinkMRR`), else ``None`` (the default rule)."""
+        return None if self.tgb is None else tgb_reciprocal_rank_sum(self.tgb.evaluator)
+
     def split_sizes(self) -> dict[str, int]:
         """Number of events in each split."""
         return {name: int(getattr(self.split, name).numel()) for name in ("train", "val", "test")}
@@ -219,18 +242,20 @@ class TemporalDataModule(L.LightningDataModule):
         return self._loader(self.split.train, self.train_graph, negative_sampler=DestinationSampler(candidates))
 
     def val_dataloader(self) -> TemporalBatchLoader:
-        """Validation batches with fixed negatives (one, or ``mrr_negatives`` with ``val_mrr``)."""
+        """Validation batches with fixed negatives (one, or ``mrr_negatives`` with ``val_mrr``; TGB's for a TGB set)."""
         q = self.hparams.mrr_negatives if self.hparams.val_mrr else 1
-        return self._eval_loader(self.split.val, self.split.val_new_node, q, stage_key=1)
+        negatives = self.tgb.val_negatives if self.tgb is not None else self._fixed_negatives(self.split.val, q, 1)
+        return self._loader(self.split.val, self.full_graph, negatives=negatives, new_node=self.split.val_new_node)
 
     def test_dataloader(self) -> TemporalBatchLoader:
-        """Test batches with ``mrr_negatives`` fixed negatives per event."""
-        return self._eval_loader(self.split.test, self.split.test_new_node, self.hparams.mrr_negatives, stage_key=2)
+        """Test batches with ``mrr_negatives`` fixed negatives per event (TGB's for a TGB set)."""
+        q = self.hparams.mrr_negatives
+        negatives = self.tgb.test_negatives if self.tgb is not None else self._fixed_negatives(self.split.test, q, 2)
+        return self._loader(self.split.test, self.full_graph, negatives=negatives, new_node=self.split.test_new_node)
 
-    def _eval_loader(self, eids: Tensor, new_node: Tensor, q: int, stage_key: int) -> TemporalBatchLoader:
+    def _fixed_negatives(self, eids: Tensor, q: int, stage_key: int) -> Tensor:
         candidates = torch.arange(self.num_nodes) if self.hparams.eval_negatives == "all" else self.events.dst.unique()
-        negatives = fixed_negatives(self.events.dst[eids], q, candidates, seed=self.hparams.seed * 7919 + stage_key)
-        return self._loader(eids, self.full_graph, negatives=negatives, new_node=new_node)
+        return fixed_negatives(self.events.dst[eids], q, candidates, seed=self.hparams.seed * 7919 + stage_key)
 
     def _loader(self, eids: Tensor, graph: TemporalGraph, **kwargs: Any) -> TemporalBatchLoader:
         rank, world_size = 0, 1
@@ -266,6 +291,9 @@ class TemporalDataModule(L.LightningDataModule):
                     f"TemporalDataModule: `format` ({format!r}) applies to `path`; the data set {name!r} "
                     "is read in its registered format. Drop `format`, or pass `path` instead of `name`."
                 )
+            if is_tgb_name(name):
+                self.tgb = load_tgb(name, **options)
+                return self.tgb.events
             return load_dataset(name, **options)
         if events is not None:
             if not isinstance(events, EventStream):
@@ -275,6 +303,15 @@ class TemporalDataModule(L.LightningDataModule):
             return load_events(Path(path), format=format, **options)
         hp = self.hparams
         return synthetic_events(hp.synthetic_nodes, hp.synthetic_events, hp.synthetic_edge_dim, seed=hp.seed)
+
+    def _check_tgb_protocol(self, val_ratio: float, test_ratio: float, new_node_ratio: float | None) -> None:
+        """A TGB set is split as TGB splits it: 15 % validation, 15 % test, no nodes held out."""
+        if (val_ratio, test_ratio) != (0.15, 0.15) or new_node_ratio not in (None, 0.0):
+            raise ValueError(
+                f"TemporalDataModule: {self.events.name} is split as TGB splits it (val_ratio=0.15, test_ratio=0.15, "
+                f"no nodes held out), got val_ratio={val_ratio}, test_ratio={test_ratio}, "
+                f"new_node_ratio={new_node_ratio}. Drop these arguments."
+            )
 
     def _check_split_sizes(self) -> None:
         sizes = self.split_sizes()

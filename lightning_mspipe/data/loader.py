@@ -44,7 +44,8 @@ class TemporalBatchLoader:
         batch_size: Events per global batch.
         num_neighbors: Neighbours per root ``K``.
         sampling: ``"recent"`` or ``"uniform"``.
-        negatives: Fixed negatives of the split (evaluation), or ``None`` to draw them per batch.
+        negatives: Fixed negatives of the split (evaluation), or ``None`` to draw them per batch;
+            ``-1`` pads the rows of events with fewer negatives (``TemporalBatch.neg_mask``).
         negative_sampler: Draws training negatives when ``negatives`` is ``None``.
         num_negatives: Negatives per positive drawn by ``negative_sampler``.
         new_node: Whether each event of the split touches a node unseen in training.
@@ -96,6 +97,7 @@ class TemporalBatchLoader:
         self.num_neighbors = num_neighbors
         self.sampling = sampling
         self.negatives = negatives
+        self._padded = negatives is not None and bool((negatives < 0).any())  # once, not per batch
         self.negative_sampler = negative_sampler
         self.num_negatives = num_negatives
         self.new_node = new_node
@@ -124,8 +126,12 @@ class TemporalBatchLoader:
         eids = self.eids[positions]
         src, dst, t = self.events.src[eids], self.events.dst[eids], self.events.t[eids]
         generator = batch_generator(self.seed, self.epoch, index)
+        neg_mask = None
         if self.negatives is not None:
             neg_dst = self.negatives[positions]
+            if self._padded:
+                neg_mask = neg_dst >= 0
+                neg_dst = torch.where(neg_mask, neg_dst, dst.unsqueeze(1))
         else:
             assert self.negative_sampler is not None
             neg_dst = self.negative_sampler.sample(dst, self.num_negatives, generator)
@@ -137,6 +143,7 @@ class TemporalBatchLoader:
             neg_dst=neg_dst,
             t=t,
             new_node=None if self.new_node is None else self.new_node[positions],
+            neg_mask=neg_mask,
         )
         batch.neighbors = self.graph.sample(
             batch.roots(),

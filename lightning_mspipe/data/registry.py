@@ -148,7 +148,10 @@ def load_dataset(
     entry = DATASETS.get(name)
     if entry is None:
         known = ", ".join(DATASETS)
-        raise ValueError(f"`load_dataset`: unknown data set {name!r}; the data sets are {known}.")
+        raise ValueError(
+            f"`load_dataset`: unknown data set {name!r}; the data sets are {known} (TGB's tgbl-* sets load with "
+            "`TemporalDataModule(name=...)` or `load_tgb`)."
+        )
     cache = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).resolve()
     _fetch(entry, entry.url(url or os.environ.get(MIRROR_ENV) or None), cache)
     options = {**entry.read_options, **read_options}

@@ -12,7 +12,7 @@ from torch import Tensor
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.memory.phases import MemoryPhases
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
-from lightning_mspipe.models.evaluation import LinkEvaluation
+from lightning_mspipe.models.evaluation import LinkEvaluation, use_data_mrr
 from lightning_mspipe.models.network import MemoryNetwork, StepOutput
 from lightning_mspipe.pipeline.stages import fetch_memory
 
@@ -114,6 +114,7 @@ class MemoryTGNN(L.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        use_data_mrr(datamodule, self.val_metrics, self.test_metrics)  # a TGB set ranks with TGB's evaluator
         if datamodule is None or not hasattr(datamodule, "num_nodes"):
             return
         name = type(self).__name__
@@ -149,7 +150,7 @@ class MemoryTGNN(L.LightningModule):
     def _evaluate(self, batch: TemporalBatch, metrics: LinkEvaluation | None) -> None:
         out = self(batch)
         if metrics is not None:
-            metrics.update(out.pos, out.neg, batch.new_node)
+            metrics.update(out.pos, out.neg, batch.new_node, batch.neg_mask)
         self.memory.scatter(self.memory_write(batch, out.memory))
 
     def on_validation_start(self) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
-from lightning_mspipe.models.evaluation import LinkEvaluation
+from lightning_mspipe.models.evaluation import LinkEvaluation, use_data_mrr
 
 __all__ = ["EDGEBANK_MODES", "EdgeBank", "EdgeMemory"]
 
@@ -160,6 +160,9 @@ class EdgeBank(L.LightningModule):
         self.bank.insert(batch.src, batch.dst, batch.t)
 
     # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str) -> None:
+        use_data_mrr(self.trainer.datamodule, self.val_metrics, self.test_metrics)  # TGB's evaluator on a TGB set
+
     def configure_optimizers(self) -> None:
         return None
 
@@ -173,7 +176,8 @@ class EdgeBank(L.LightningModule):
     def _evaluate(self, batch: TemporalBatch, metrics: LinkEvaluation) -> None:
         pos = self.score(batch.src, batch.dst, batch.t)
         neg = self.score(batch.src, batch.neg_dst, batch.t)
-        metrics.update(pos, neg, None if batch.new_node is None else batch.new_node.cpu())
+        neg_mask = None if batch.neg_mask is None else batch.neg_mask.cpu()
+        metrics.update(pos, neg, None if batch.new_node is None else batch.new_node.cpu(), neg_mask)
         self._insert(batch)
 
     def on_validation_start(self) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
-from lightning_mspipe.metrics import LinkMRR
+from lightning_mspipe.data.datamodule import TemporalDataModule
+from lightning_mspipe.metrics import LinkMRR, reciprocal_rank_sum
 
-__all__ = ["LinkEvaluation"]
+__all__ = ["LinkEvaluation", "use_data_mrr"]
 
 
 class LinkEvaluation(nn.Module):
@@ -31,13 +34,21 @@ class LinkEvaluation(nn.Module):
         self._inductive_seen = False
         self._ranked = False
 
-    def update(self, pos: Tensor, neg: Tensor, new_node: Tensor | None) -> None:
-        """Add one batch.
+    def use_mrr(self, rank_sum: Callable[[Tensor, Tensor], Tensor] | None) -> None:
+        """Rank with ``rank_sum`` (a data set's own evaluator, see :class:`~lightning_mspipe.metrics.LinkMRR`),
+        or with the default rule when ``None``."""
+        self.mrr.rank_sum = reciprocal_rank_sum if rank_sum is None else rank_sum
+
+    def update(self, pos: Tensor, neg: Tensor, new_node: Tensor | None, neg_mask: Tensor | None = None) -> None:
+        """Add one batch; negatives outside ``neg_mask`` (padding) score ``-inf`` and never count.
 
         Shapes:
-            - pos: ``[B]`` logits; neg: ``[B, Q]`` logits; new_node: ``[B]`` bool or ``None``
+            - pos: ``[B]`` logits; neg: ``[B, Q]`` logits; new_node: ``[B]`` bool or ``None``;
+              neg_mask: ``[B, Q]`` bool or ``None`` (all real)
         """
         pos, neg = pos.float(), neg.float()
+        if neg_mask is not None:
+            neg = neg.masked_fill(~neg_mask.to(neg.device), float("-inf"))
         scores = torch.cat([pos, neg[:, 0]])
         labels = torch.cat([torch.ones_like(pos, dtype=torch.long), torch.zeros_like(pos, dtype=torch.long)])
         self.ap.update(scores, labels)
@@ -66,3 +77,11 @@ class LinkEvaluation(nn.Module):
         for metric in (self.ap, self.auroc, self.ap_inductive, self.auroc_inductive, self.mrr):
             metric.reset()
         self._inductive_seen = self._ranked = False
+
+
+def use_data_mrr(datamodule: object, *evaluations: LinkEvaluation) -> None:
+    """Rank MRR as the data defines it: TGB's evaluator for a TGB set (``TemporalDataModule.mrr_function``),
+    the default rule otherwise (also for a data module that is not a :class:`TemporalDataModule`)."""
+    rank_sum = datamodule.mrr_function if isinstance(datamodule, TemporalDataModule) else None
+    for evaluation in evaluations:
+        evaluation.use_mrr(rank_sum)

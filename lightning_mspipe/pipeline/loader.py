@@ -183,7 +183,8 @@ class PipelinedLoader:
     def _after_step(self, index: int) -> None:
         """Stage 4's time: from hand-over to the next request, minus a write the training thread waited for."""
         write = self._write_seconds.pop(index, 0.0)
-        self.profile.record("train", max(time.perf_counter() - self._handed_at[index] - write, 0.0))
+        handed = self._handed_at[index]
+        self.profile.record_span("train", index, handed, max(time.perf_counter() - write, handed))
 
     def _inline_segment(self, index: int, end: int) -> Iterator[TemporalBatch]:
         """Stages 1–3 on demand in the main thread (the sequential baseline; staleness 0)."""
@@ -244,7 +245,7 @@ class PipelinedLoader:
         run.enter(name, index)
         if self.fault_hook is not None:
             self.fault_hook(name, index, run.stop)
-        return StageClock(self.profile, name)
+        return StageClock(self.profile, name, index)
 
     def _prepare(self, index: int, run: LaneRun, gate: bool) -> TemporalBatch:
         """Stages 1–3 of batch ``index`` (in the producer thread, or inline with ``gate=False``)."""

@@ -7,6 +7,7 @@ import time
 from collections import Counter, deque
 
 from lightning_mspipe.pipeline.schedule import StageTimes
+from lightning_mspipe.pipeline.timeline import TimelineRecorder
 
 __all__ = ["PipelineProfile", "STAGES"]
 
@@ -20,6 +21,9 @@ class PipelineProfile:
     the clock stops, so the times include the device work. Thread-safe: the producer records
     stages 1–3, the main thread stages 4–5 and the waits.
 
+    ``timeline``: a :class:`~lightning_mspipe.pipeline.timeline.TimelineRecorder` that also
+    receives each stage's start and end (``PipelineTimeline`` sets it), or ``None`` (off).
+
     Args:
         window: Number of recent batches each mean is taken over.
     """
@@ -32,10 +36,18 @@ class PipelineProfile:
         self.total_wait = 0.0
         self.batches = 0
         self._lock = threading.Lock()
+        self.timeline: TimelineRecorder | None = None
 
     def record(self, stage: str, seconds: float) -> None:
         with self._lock:
             self._times[stage].append(seconds)
+
+    def record_span(self, stage: str, index: int, start: float, end: float) -> None:
+        """Record ``stage`` of batch ``index`` from ``start`` to ``end`` (``time.perf_counter()``), also in the timeline."""
+        self.record(stage, end - start)
+        timeline = self.timeline
+        if timeline is not None:
+            timeline.add(stage, index, start, end)
 
     def record_wait(self, seconds: float) -> None:
         """Time the training stage spent waiting for its next batch (a pipeline bubble)."""
@@ -74,16 +86,16 @@ class PipelineProfile:
 
 
 class StageClock:
-    """Context manager that records the elapsed time of one stage into a profile."""
+    """Context manager that records the elapsed time of one stage (of batch ``index``) into a profile."""
 
-    __slots__ = ("profile", "stage", "start")
+    __slots__ = ("index", "profile", "stage", "start")
 
-    def __init__(self, profile: PipelineProfile, stage: str) -> None:
-        self.profile, self.stage = profile, stage
+    def __init__(self, profile: PipelineProfile, stage: str, index: int = -1) -> None:
+        self.profile, self.stage, self.index = profile, stage, index
 
     def __enter__(self) -> "StageClock":
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.profile.record(self.stage, time.perf_counter() - self.start)
+        self.profile.record_span(self.stage, self.index, self.start, time.perf_counter())

@@ -168,7 +168,7 @@ class WriterLane:
         run.enter("write", index)
         if event is not None:
             event.synchronize()  # the step's kernels are done, so the clock below times the write alone
-        with StageClock(self.profile, "write"):
+        with StageClock(self.profile, "write", index):
             self.store.scatter(write, synchronize=True)  # the version advances once the device is done
         with self._cv:
             self._committed += 1

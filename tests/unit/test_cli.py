@@ -63,7 +63,7 @@ def test_help_lists_the_commands_that_work(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "{fit,validate,test}" in out and "--version" in out
+    assert "{fit,validate,test,profile}" in out and "--version" in out
 
 
 def test_fit_then_test_from_the_checkpoint(tmp_path, capsys):

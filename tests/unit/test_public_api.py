@@ -34,6 +34,7 @@ TOP_LEVEL = {
     "StalenessGuard": callbacks.StalenessGuard,
     "StalenessMitigation": callbacks.StalenessMitigation,
     "PipelineStats": callbacks.PipelineStats,
+    "PipelineTimeline": callbacks.PipelineTimeline,
 }
 # `from lightning_mspipe... import ...` in a fenced Python block of the README or docs/
 DOC_IMPORT = re.compile(r"^from (lightning_mspipe[\w.]*) import (.+)$", re.MULTILINE)

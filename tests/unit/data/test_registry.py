@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import zipfile
 from pathlib import Path
 
@@ -11,8 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mspipe.data import DATASETS, DataSetUnavailableError, TemporalDataModule, load_dataset
-from lightning_mspipe.data import registry
+from lightning_mspipe.data import (
+    DATASETS,
+    DataSetUnavailableError,
+    TemporalDataModule,
+    load_dataset,
+    registry,
+)
 
 NUM_EVENTS = 600
 
@@ -84,7 +90,8 @@ def test_an_unavailable_file_says_where_to_put_it(tmp_path):
 
 def test_an_unknown_name_lists_the_data_sets():
     known = "wikipedia, reddit, mooc, lastfm, uci, enron, uslegis"
-    with pytest.raises(ValueError, match=f"unknown data set 'wiki'; the data sets are {known}.$"):
+    tgb = "(TGB's tgbl-* sets load with `TemporalDataModule(name=...)` or `load_tgb`)."
+    with pytest.raises(ValueError, match=re.escape(f"unknown data set 'wiki'; the data sets are {known} {tgb}") + "$"):
         load_dataset("wiki")
 
 

@@ -1,0 +1,60 @@
+"""``mspipe profile``: the stage timeline at s = 0 and at the chosen s, as recorded intervals and a PNG."""
+
+from __future__ import annotations
+
+import lightning as L
+import matplotlib.image
+import pytest
+
+from lightning_mspipe import TGN, PipelineTimeline
+from lightning_mspipe.cli import MSPipeCLI
+from lightning_mspipe.pipeline.profile import STAGES
+from tests.conftest import SMALL_MODEL, small_datamodule
+
+BATCHES, DELAY_MS = 6, 30
+TINY = [
+    *("--data.synthetic_events", "3000", "--data.synthetic_nodes", "200", "--data.batch_size", "200"),
+    *("--model.memory_dim", "16", "--model.time_dim", "8", "--model.embedding_dim", "16"),
+]
+
+
+pytestmark = pytest.mark.usefixtures("in_process_cli")
+
+
+def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_closes_the_bubbles(tmp_path, capsys):
+    """A 30 ms delay in every memory fetch and write (a slow link) makes the bubbles large and certain:
+    at s = 0 each fetch waits for the previous write, so training idles ≥ 60 ms between batches."""
+    out = tmp_path / "x.png"
+    cli = MSPipeCLI(args=["profile", "--out", str(out), "--batches", str(BATCHES), "--slow_link_ms", str(DELAY_MS),
+                          *TINY, "--trainer.logger", "false"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(out).shape
+    assert height > 200 and width > 600
+
+    report = cli.trainer.profile_report
+    assert report.chosen >= 1 and set(report.timelines) == {0, report.chosen}
+    for recorder in report.timelines.values():
+        assert {span.stage for span in recorder.spans()} == set(STAGES)
+        assert [span.index for span in recorder.spans("train")] == list(range(2, 2 + BATCHES))
+    synchronous, pipelined = report.timelines[0], report.timelines[report.chosen]
+    assert synchronous.idle("train") >= (BATCHES - 1) * 2 * DELAY_MS / 1e3
+    assert synchronous.idle("train") > pipelined.idle("train")
+    assert f"picture {out}" in capsys.readouterr().out
+
+
+def test_the_timeline_needs_the_pipeline():
+    dm = small_datamodule()
+    model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, callbacks=[PipelineTimeline()], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(RuntimeError, match="PipelineTimeline: training is not pipelined"):
+        trainer.fit(model, dm)
+
+
+def test_profile_refuses_a_model_the_pipeline_cannot_train(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        MSPipeCLI(args=["profile", "--model", "EdgeBank", *TINY[:6], "--trainer.logger", "false"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "mspipe: error: profile_pipeline: the pipeline trains memory-based TGNNs; got EdgeBank.\n"
+    )
