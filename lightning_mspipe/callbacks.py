@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
@@ -44,9 +43,7 @@ class MemoryUpdate(Callback):
     Under a pipeline the write goes to the pipeline's writer lane (a thread; in ``exact`` mode
     the write of batch ``i`` first waits until batch ``i + s`` has read memory), and all writes
     are complete before an epoch ends, before validation and before training ends (checkpoints
-    wait for them through the strategy). Without a pipeline the write is applied at once. The
-    callback's checkpoint state carries the RNG state, so an exact mid-epoch resume replays
-    dropout identically.
+    wait for them through the strategy). Without a pipeline the write is applied at once.
     """
 
     @override
@@ -88,19 +85,6 @@ class MemoryUpdate(Callback):
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        state = {"torch_rng": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch_rng"])
-        if "cuda_rng" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda_rng"])
 
 
 class StalenessGuard(Callback):

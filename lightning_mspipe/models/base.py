@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
+from lightning_mspipe.epoch_stop import mark_epoch_unfinished
 from lightning_mspipe.memory.phases import MemoryPhases
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
 from lightning_mspipe.models.evaluation import LinkEvaluation
@@ -206,8 +207,31 @@ class MemoryTGNN(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the memory phases and the RNG states (an exact resume replays dropout identically); a
+        checkpoint of an epoch that ``max_steps``/``max_time`` cut short resumes that epoch mid-way (see
+        :mod:`lightning_mspipe.epoch_stop`)."""
         checkpoint["memory_phases"] = self.phases.state_dict()
+        checkpoint["rng_states"] = rng_states()
+        if self._trainer is not None:
+            mark_epoch_unfinished(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "memory_phases" in checkpoint:
             self.phases.load_state_dict(checkpoint["memory_phases"])
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+
+
+def rng_states() -> dict[str, Any]:
+    """The CPU and (where present) CUDA random generator states."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore states saved by :func:`rng_states` (the CUDA ones only where CUDA is present)."""
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -325,3 +325,47 @@ def test_ctrl_c_stops_the_producer():
     with pytest.raises(SystemExit):  # Lightning ends a Ctrl-C'd run with exit status 1
         fit(strategy=MSPipeStrategy(max_staleness=2), callbacks=[Interrupt()])
     assert no_producer_threads()
+
+
+class StopAfter(Callback):
+    """Sets ``trainer.should_stop`` after ``steps`` batches, as the ``max_time`` Timer does."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
+
+
+def stopped_and_saved(tmp_path, strategy_factory, steps, stop):
+    """Fit until ``steps`` batches (``stop``: by ``max_steps`` or by ``should_stop``), then
+    ``trainer.save_checkpoint``; return the path."""
+    limit = {"max_steps": steps} if stop == "max_steps" else {"callbacks": [StopAfter(steps)]}
+    _, _, trainer = fit(strategy=strategy_factory(), epochs=2, **limit)
+    path = tmp_path / f"stopped-{steps}.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+STRATEGIES = {
+    "exact-s2": lambda: MSPipeStrategy(max_staleness=2, mode="exact"),
+    "s0": lambda: MSPipeStrategy(max_staleness=0),
+    "plain": lambda: "auto",
+}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "steps", "stop"),
+    [("exact-s2", 4, "max_steps"), ("exact-s2", 13, "max_steps"), ("exact-s2", 10, "max_steps"),  # 10 batches an epoch
+     ("exact-s2", 6, "should_stop"), ("s0", 4, "max_steps"), ("plain", 4, "max_steps")],
+)
+def test_save_checkpoint_after_a_stop_resumes_exactly(tmp_path, strategy, steps, stop):
+    make = STRATEGIES[strategy]
+    full, full_rec, _ = fit(strategy=make(), epochs=2)
+    path = stopped_and_saved(tmp_path, make, steps, stop)
+    resumed, resumed_rec, _ = fit(strategy=make(), epochs=2, ckpt_path=path)
+    assert len(full_rec.losses) == 20
+    assert resumed_rec.losses == full_rec.losses[steps:]
+    assert resumed_rec.seen == full_rec.seen[steps:]
+    assert_same_model(full, resumed)  # weights and memory, last_update, mailbox, mail_ts, version
