@@ -14,7 +14,7 @@ from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
 from lightning_mspipe.pipeline.gate import StalenessGate
-from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, LaneRun, ProducerLane
+from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane
 from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 from lightning_mspipe.pipeline.stages import fetch_memory
@@ -238,6 +238,25 @@ class PipelinedLoader:
     def flush_writes(self) -> None:
         """Block until every submitted write is committed (before validation, checkpoints, epoch ends)."""
         self.writer.flush()
+
+    def wait_for_writes_before(self, index: int) -> None:
+        """Block until the writes of every batch before ``index`` are committed (memory version ``≥ index``).
+
+        Readers of the live store that must not depend on timing (``exact`` mode) call it first.
+
+        Raises:
+            PipelineError: A write failed (naming its batch).
+            PipelineTimeout: The version did not reach ``index`` within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + self.timeout
+        while not self.store.wait_for_version(index, timeout=POLL):
+            self.writer.raise_if_failed()
+            if time.monotonic() > deadline:
+                raise PipelineTimeout(
+                    f"MSPipe pipeline: waited {self.timeout:g}s for memory version {index} (the writes of the batches "
+                    f"before batch {index}); it is {self.store.current_version} and {self.writer.describe()}. "
+                    "Raise `timeout` if writes are this slow."
+                )
 
     # ------------------------------------------------------------------ stages 1–3
     def _stage(self, run: LaneRun, name: str, index: int) -> StageClock:

@@ -316,6 +316,20 @@ def test_mitigation_runs_and_reports_its_share():
     assert mitigation.seen_roots > 0 and 0 < mitigation.blended_share < 1
 
 
+def test_mitigation_from_the_live_store_keeps_exact_mode_timing_independent():
+    results = []
+    for seed in (1, 2):
+        mitigation = StalenessMitigation(lam=0.5, quantile=0.5, top_k=3, similarity="cosine", rebuild_every=2)
+        strategy = MSPipeStrategy(max_staleness=2, mode="exact", mitigation=mitigation)
+        strategy.fault_hook = random_delays(seed)  # the writer lane is delayed too
+        model, recorder, _ = fit(strategy=strategy, epochs=1, callbacks=[slow_writes(seed)])
+        assert mitigation.cosine.table is not None and mitigation.blended_roots > 0
+        results.append((model, recorder, mitigation.blended_roots))
+    (a, rec_a, blended_a), (b, rec_b, blended_b) = results
+    assert rec_a.losses == rec_b.losses and blended_a == blended_b
+    assert_same_model(a, b)
+
+
 def test_ctrl_c_stops_the_producer():
     class Interrupt(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
