@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"  # before the imports: lightning_mspipe.cli reads it
 
-from lightning_mspipe.callbacks import MemoryUpdate, PipelineStats, StalenessGuard, StalenessMitigation  # noqa: E402
+from lightning_mspipe.callbacks import PipelineStats, StalenessGuard, StalenessMitigation  # noqa: E402
 from lightning_mspipe.data import TemporalDataModule, load_dataset, load_events, synthetic_events  # noqa: E402
 from lightning_mspipe.models import (  # noqa: E402
     APAN,
@@ -35,7 +35,6 @@ __all__ = [
     "JODIENetwork",
     "MSPipeStrategy",
     "MemoryNetwork",
-    "MemoryUpdate",
     "PipelineStats",
     "StalenessGuard",
     "StalenessMitigation",

@@ -1,8 +1,6 @@
 """Callbacks that wire the pipeline's plain classes to the Trainer.
 
-- :class:`MemoryUpdate`: stage 5, the memory write-back after the optimizer step (mandatory
-  under :class:`~lightning_mspipe.strategy.MSPipeStrategy`, which adds it).
-- :class:`StalenessGuard`: checks every batch's staleness against the bound.
+- :class:`StalenessGuard`: checks every batch's staleness against the bound and keeps a histogram.
 - :class:`StalenessMitigation`: blends stale memory with that of similar, fresher nodes.
 - :class:`PipelineStats`: stage times, bubbles, staleness and throughput to the logger.
 """
@@ -30,7 +28,7 @@ from lightning_mspipe.mitigation import (
 from lightning_mspipe.pipeline.loader import PipelinedLoader
 from lightning_mspipe.similarity import CosineNeighbors
 
-__all__ = ["MemoryUpdate", "PipelineStats", "StalenessGuard", "StalenessMitigation"]
+__all__ = ["PipelineStats", "StalenessGuard", "StalenessMitigation"]
 
 log = logging.getLogger(__name__)
 
@@ -43,56 +41,6 @@ def active_pipeline(trainer: L.Trainer) -> PipelinedLoader | None:
 def batch_staleness(batch: TemporalBatch) -> int:
     """Writes the batch's memory snapshot missed: ``index − version seen`` (0 without a snapshot)."""
     return 0 if batch.memory is None else batch.index - batch.memory.version
-
-
-class MemoryUpdate(Callback):
-    """Stage 5: writes each training batch's memory update after its optimizer step, in batch order.
-
-    Under a pipeline the write goes to the pipeline's writer lane (a thread; in ``exact`` mode
-    the write of batch ``i`` first waits until batch ``i + s`` has read memory), and all writes
-    are complete before an epoch ends, before validation and before training ends (checkpoints
-    wait for them through the strategy). Without a pipeline the write is applied at once.
-    """
-
-    @override
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        pl_module.memory_writes_in_hooks = False  # this callback writes instead
-
-    @override
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        pl_module.memory_writes_in_hooks = True
-
-    @override
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: TemporalBatch, batch_idx: int
-    ) -> None:
-        pipeline = active_pipeline(trainer)
-        if pipeline is None:
-            pl_module.write_memory()
-            return
-        write = pl_module.pop_pending_write()
-        if write is None:
-            raise RuntimeError(
-                f"MemoryUpdate: batch {batch.index} left no pending memory write; the training step makes one."
-            )
-        pipeline.submit_write(batch.index, write)
-
-    def _flush(self, trainer: L.Trainer) -> None:
-        pipeline = active_pipeline(trainer)
-        if pipeline is not None:
-            pipeline.flush_writes()
-
-    @override
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush(trainer)
-
-    @override
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush(trainer)  # callbacks run before the module's hook, which frames memory for validation
-
-    @override
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush(trainer)
 
 
 class StalenessGuard(Callback):
@@ -170,9 +118,7 @@ class StalenessMitigation(Callback):
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.cosine is not None and not epoch_stopped_early(trainer):  # a cut epoch resumes: keep the table
-            pipeline = active_pipeline(trainer)
-            if pipeline is not None:
-                pipeline.flush_writes()  # the table sees every write of the epoch
+            pl_module.flush_memory_writes()  # the table sees every write of the epoch
             self._rebuild(pl_module.memory)
             self.built_at_epoch_end = True
         pl_module.log("mitigation/blended_share", self.blended_share)

@@ -173,8 +173,14 @@ class PipelinedLoader:
 
     def _hand_over(self, batch: TemporalBatch, waited: float) -> TemporalBatch:
         now = time.perf_counter()
+        staleness = batch.index - batch.memory.version
+        if not 0 <= staleness <= self.bound:  # the gate guarantees it: a failure here is a bug
+            raise PipelineError(
+                f"MSPipe pipeline: batch {batch.index} read memory version {batch.memory.version}, staleness "
+                f"{staleness}, outside the bound 0 … {self.bound}. Please report this as a bug."
+            )
         self.profile.record_wait(waited)
-        self.profile.record_staleness(batch.index - batch.memory.version)
+        self.profile.record_staleness(staleness)
         self._handed_at[batch.index] = now
         self.gate.mark_taken(batch.index, now)
         self.loader.advance(batch.index)
@@ -222,7 +228,8 @@ class PipelinedLoader:
         self.lane.shutdown()
         self.gate.end_segment()
 
-    # ------------------------------------------------------------------ stage 5 (called by MemoryUpdate)
+    # ------------------------------------------------------------------ stage 5: the model's MemoryWriter
+    # (MSPipeStrategy hands this loader to the model with use_memory_writer; see memory/writer.py)
     def submit_write(self, index: int, write: MemoryWrite) -> None:
         """Hand the write of batch ``index`` to the writer lane (in batch order); returns at once.
 

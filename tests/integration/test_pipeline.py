@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_mspipe import MSPipeStrategy, PipelineStats, StalenessGuard, StalenessMitigation
+from lightning_mspipe.memory import DirectWriter
 from lightning_mspipe.models import APAN, JODIE, TGN
 from lightning_mspipe.pipeline.loader import PipelineError, PipelineTimeout
 
@@ -66,6 +67,7 @@ def test_staleness_zero_is_bit_identical_to_training_without_the_pipeline(model_
     assert trainer.strategy.pipeline is not None  # the pipeline really ran
     assert piped_rec.losses == plain_rec.losses
     assert_same_model(plain, piped)
+    assert isinstance(piped.memory_writer, DirectWriter)  # the strategy took its writer back
 
 
 def test_strategy_is_registered_by_name():
@@ -204,9 +206,16 @@ def test_a_hanging_memory_write_ends_in_a_named_timeout():
 
 
 def test_missing_memory_writes_time_out_instead_of_hanging():
+    class Nowhere:
+        def submit_write(self, index, write):
+            pass
+
+        def flush_writes(self):
+            pass
+
     class DropWrites(Callback):
         def on_train_start(self, trainer, pl_module):
-            trainer.callbacks[:] = [c for c in trainer.callbacks if type(c).__name__ != "MemoryUpdate"]
+            pl_module.use_memory_writer(Nowhere())  # replaces the pipeline the strategy attached
 
     with pytest.raises(PipelineTimeout, match=r"waited 0.5s at the staleness gate for memory version 1"):
         fit(strategy=MSPipeStrategy(max_staleness=0, timeout=0.5), callbacks=[DropWrites()])
@@ -286,6 +295,15 @@ def test_mid_epoch_resume_in_exact_mode_is_bit_identical(tmp_path):
     path = next(tmp_path.glob("*step=4*.ckpt"))
     resumed, resumed_rec, _ = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=2, ckpt_path=path)
     assert resumed_rec.losses == full_rec.losses[4:]
+    assert_same_model(full, resumed)
+
+
+def test_mid_epoch_model_checkpoint_resumes_exactly_without_the_pipeline(tmp_path):
+    full, full_rec, _ = fit(epochs=2)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_on_train_epoch_end=False)
+    fit(epochs=2, max_steps=4, enable_checkpointing=True, callbacks=[checkpoint])
+    resumed, resumed_rec, _ = fit(epochs=2, ckpt_path=next(tmp_path.glob("*step=4*.ckpt")))
+    assert resumed_rec.losses == full_rec.losses[4:]  # the checkpoint holds the write of the batch it follows
     assert_same_model(full, resumed)
 
 
