@@ -156,14 +156,16 @@ def test_a_stage_that_raises_names_stage_and_batch_and_leaves_no_thread():
     assert no_producer_threads()
 
 
-def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread():
+@pytest.mark.timeout(120)  # the deadline: the pipeline's own 0.5 s timeout must end the run long before
+@pytest.mark.parametrize("hung", ["sample", "features", "memory"])
+def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread(hung):
     def hang(stage, index, stop):
-        if stage == "sample" and index == 2:
+        if stage == hung and index == 2:
             stop.wait(60)  # a hang that ends when the pipeline shuts down
 
     strategy = MSPipeStrategy(max_staleness=1, timeout=0.5)
     strategy.fault_hook = hang
-    with pytest.raises(PipelineTimeout, match=r"waited 0.5s for batch 2; the producer is in stage 'sample' of batch 2"):
+    with pytest.raises(PipelineTimeout, match=rf"waited 0.5s for batch 2; the producer is in stage '{hung}' of batch 2"):
         fit(strategy=strategy)
     assert no_producer_threads()
 
@@ -192,6 +194,7 @@ def test_the_main_threads_intra_op_thread_count_is_unchanged_by_the_producer():
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.timeout(120)
 def test_a_hanging_memory_write_ends_in_a_named_timeout():
     def hang(stage, index, stop):
         if stage == "write" and index == 2:
