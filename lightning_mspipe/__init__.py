@@ -11,7 +11,6 @@ from __future__ import annotations
 __version__ = "0.1.0"  # before the imports: lightning_mspipe.cli reads it
 
 from lightning_mspipe.callbacks import (  # noqa: E402
-    MemoryUpdate,
     PipelineStats,
     PipelineTimeline,
     StalenessGuard,
@@ -41,7 +40,6 @@ __all__ = [
     "JODIENetwork",
     "MSPipeStrategy",
     "MemoryNetwork",
-    "MemoryUpdate",
     "PipelineStats",
     "PipelineTimeline",
     "StalenessGuard",

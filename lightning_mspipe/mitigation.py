@@ -1,111 +1,126 @@
-"""Staleness mitigation: blend a stale node's memory with that of similar, more recently updated nodes.
+"""Staleness mitigation: blend a stale root's memory with that of similar nodes updated since.
 
-For roots whose memory is older than the batch's ``quantile`` of Δt = event time − memory
-time, the memory becomes ``lam · s + (1 − lam) · mean(s_u)`` over up to ``top_k`` similar
-nodes ``u`` whose memory is newer than the root's. Similar nodes come from the sampled temporal
-neighbours (``"neighbors"``) or from a top-k cosine-similarity table of memory
-(``"cosine"``, :class:`CosineNeighbors`). Everything is a tensor operation on the batch's device.
+A root occurrence (source, destination or negative of one event) is stale when its
+Δt = event time − memory time exceeds the batch's ``quantile`` of Δt. Its memory becomes
+``lam · s + (1 − lam) · mean(s_u)`` over up to ``top_k`` similar nodes ``u`` whose memory is
+newer than the root's snapshot. The candidates' memory is read from the **live** store, not
+from the batch's stale snapshot, so the blend injects writes the snapshot missed (MSPipe's
+method). Similar nodes are the root's sampled temporal neighbours (``"neighbors"``) or a
+top-k cosine-similarity table of memory (``"cosine"``,
+:class:`~lightning_mspipe.similarity.CosineNeighbors`).
+
+The blend is per occurrence: each blended occurrence gets its own new row in the batch's
+snapshot (a copy of its node's row with the blended memory) and ``memory_index`` points it
+there, so the node's other occurrences, its appearances as a neighbour, and every other row
+keep the snapshot's memory, and no row is written twice. Everything is a tensor operation on
+the batch's device; the selections (stale occurrences, those with a newer candidate) sync with
+the host once each.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
-from lightning_mspipe.memory.store import MemoryStore
+from lightning_mspipe.memory.store import MemorySnapshot, MemoryStore
 
-__all__ = ["CosineNeighbors", "SIMILARITIES", "blend_stale_memory", "neighbor_candidates"]
+__all__ = ["Candidates", "SIMILARITIES", "append_rows", "blend_stale_occurrences", "neighbor_candidates",
+           "stale_roots"]
 
 SIMILARITIES = ("neighbors", "cosine")
 
 
-class CosineNeighbors:
-    """A table of each node's ``top_k`` most cosine-similar nodes by memory, rebuilt on demand.
-
-    Only nodes that have memory (a mail was ever delivered) take part. The similarity matrix
-    is computed in row chunks of ``chunk`` nodes, so memory use is ``chunk × A`` for ``A``
-    active nodes, never ``N × N``; the cost is ``O(A² · D)`` per rebuild.
+class Candidates(NamedTuple):
+    """Similar nodes of ``b`` stale root occurrences, with memory read from the live store.
 
     Shapes:
-        - table: ``[N, top_k]`` int64 node ids, ``-1`` where there is no similar node
+        - memory: ``[b, S, D]``; time (their last update): ``[b, S]`` float64; mask: ``[b, S]`` bool
     """
 
-    def __init__(self, top_k: int, chunk: int = 4096) -> None:
-        self.top_k, self.chunk = top_k, chunk
-        self.table: Tensor | None = None
-
-    def rebuild(self, memory: Tensor, active: Tensor) -> None:
-        """Recompute the table from ``memory`` ``[N, D]`` over the ``active`` ``[N]`` bool nodes."""
-        nodes = active.nonzero().squeeze(1)
-        table = torch.full((memory.shape[0], self.top_k), -1, dtype=torch.int64, device=memory.device)
-        if nodes.numel() > 1:
-            unit = torch.nn.functional.normalize(memory[nodes].float(), dim=1)
-            k = min(self.top_k, nodes.numel() - 1)
-            for start in range(0, nodes.numel(), self.chunk):  # chunks of rows, not events: O(A / chunk) steps
-                rows = unit[start : start + self.chunk]
-                sims = rows @ unit.t()
-                sims[torch.arange(rows.shape[0]), torch.arange(start, start + rows.shape[0])] = float("-inf")
-                table[nodes[start : start + rows.shape[0]], :k] = nodes[sims.topk(k, dim=1).indices]
-        self.table = table
-
-    def candidates(self, roots: Tensor, store: MemoryStore) -> tuple[Tensor, Tensor, Tensor]:
-        """Similar nodes of ``roots`` ``[R]`` with their current memory from ``store``:
-        memory ``[R, S, D]``, time ``[R, S]``, mask ``[R, S]`` (a gather of ``R · S`` rows)."""
-        if self.table is None:
-            raise RuntimeError("CosineNeighbors: the table is empty; call rebuild() first.")
-        similar = self.table[roots.to(self.table.device)]
-        snapshot = store.gather(similar.clamp(min=0).reshape(-1).to(store.device))
-        shape = similar.shape
-        return snapshot.memory.view(*shape, -1), snapshot.last_update.view(shape), similar >= 0
+    memory: Tensor
+    time: Tensor
+    mask: Tensor
 
 
-def neighbor_candidates(batch: TemporalBatch, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The sampled neighbours of each root as similar nodes: memory ``[R, S, D]``, time ``[R, S]``, mask ``[R, S]``."""
-    snapshot, index, nbrs = batch.memory, batch.memory_index, batch.neighbors
-    assert snapshot is not None and index is not None and nbrs is not None
-    rows = index[nbrs.num_roots :].view(nbrs.num_roots, -1)[:, :top_k]
-    return snapshot.memory[rows], snapshot.last_update[rows], nbrs.mask[:, :top_k].to(rows.device)
+def stale_roots(batch: TemporalBatch, quantile: float) -> Tensor:
+    """Positions ``[b]`` (into the ``R`` roots) of the occurrences whose Δt exceeds the batch's ``quantile``.
 
-
-def blend_stale_memory(
-    batch: TemporalBatch,
-    lam: float,
-    quantile: float,
-    similar_memory: Tensor,
-    similar_time: Tensor,
-    similar_mask: Tensor,
-) -> Tensor:
-    """Blend the memory of the batch's stale roots in place (``batch.memory.memory``); return which roots changed.
-
-    A root is stale when its Δt = event time − memory time exceeds the batch's ``quantile`` of
-    Δt. Its memory becomes ``lam · s + (1 − lam) · mean(s_u)`` over the similar nodes ``u``
-    whose memory is newer than the root's; a stale root with no such node is left alone.
-
-    Args:
-        batch: A batch with a memory snapshot.
-        lam: Weight of the root's own memory.
-        quantile: Staleness quantile in ``(0, 1)``.
-        similar_memory, similar_time, similar_mask: Candidates per root (see
-            :func:`neighbor_candidates` and :class:`CosineNeighbors`).
-
-    Returns:
-        ``[R]`` bool, the roots whose memory was blended.
-
-    Shapes:
-        - similar_memory: ``[R, S, D]``; similar_time, similar_mask: ``[R, S]``
+    Δt = the occurrence's event time − its node's memory time in the snapshot.
     """
     snapshot, index = batch.memory, batch.memory_index
     assert snapshot is not None and index is not None and batch.neighbors is not None
-    root_rows = index[: batch.neighbors.num_roots]
-    root_time = snapshot.last_update[root_rows]
+    root_time = snapshot.last_update[index[: batch.neighbors.num_roots]]
     delta = batch.root_times().to(root_time.device) - root_time
-    stale = delta > torch.quantile(delta, quantile)
-    newer = similar_mask & (similar_time > root_time.unsqueeze(1))
-    count = newer.sum(dim=1, keepdim=True)
-    blended = stale & (count.squeeze(1) > 0)
-    memory = snapshot.memory
-    mean = (similar_memory * newer.unsqueeze(-1)).sum(dim=1) / count.clamp(min=1)
-    mixed = lam * memory[root_rows] + (1.0 - lam) * mean.to(memory.dtype)
-    memory[root_rows[blended]] = mixed[blended]
+    return (delta > torch.quantile(delta, quantile)).nonzero().squeeze(1)
+
+
+def neighbor_candidates(batch: TemporalBatch, positions: Tensor, top_k: int, store: MemoryStore) -> Candidates:
+    """The sampled neighbours of the root occurrences at ``positions`` ``[b]``, their memory read from ``store``.
+
+    Costs a gather of ``b · min(top_k, K)`` rows under the store's lock.
+    """
+    nbrs = batch.neighbors
+    assert nbrs is not None
+    positions = positions.to(nbrs.nodes.device)
+    nodes, mask = nbrs.nodes[positions, :top_k], nbrs.mask[positions, :top_k]
+    live = store.gather(nodes.reshape(-1).to(store.device))
+    return Candidates(live.memory.view(*nodes.shape, -1), live.last_update.view(nodes.shape), mask)
+
+
+def append_rows(snapshot: MemorySnapshot, rows: Tensor, memory: Tensor) -> MemorySnapshot:
+    """The snapshot with copies of ``rows`` ``[b]`` appended (rows ``U … U + b − 1``), their memory replaced.
+
+    Shapes:
+        - memory: ``[b, D]``; the result has ``U + b`` rows
+    """
+    def grow(values: Tensor, new: Tensor | None = None) -> Tensor:
+        return torch.cat([values, values[rows] if new is None else new.to(values.dtype)])
+
+    return MemorySnapshot(nodes=grow(snapshot.nodes), memory=grow(snapshot.memory, memory),
+                          last_update=grow(snapshot.last_update), mailbox=grow(snapshot.mailbox),
+                          mail_ts=grow(snapshot.mail_ts), mail_mask=grow(snapshot.mail_mask), version=snapshot.version)
+
+
+def blend_stale_occurrences(batch: TemporalBatch, positions: Tensor, lam: float, candidates: Candidates) -> Tensor:
+    """Blend the memory of the stale root occurrences at ``positions``; return which roots changed.
+
+    An occurrence with at least one candidate newer than its snapshot memory gets
+    ``lam · s + (1 − lam) · mean(s_u)`` over those candidates, in a new snapshot row of its own
+    (:func:`append_rows`); ``batch.memory`` and ``batch.memory_index`` are replaced. An
+    occurrence with no newer candidate is left alone.
+
+    Args:
+        batch: A batch with a memory snapshot.
+        positions: ``[b]`` stale occurrences (see :func:`stale_roots`).
+        lam: Weight of the root's own memory.
+        candidates: The occurrences' similar nodes (:func:`neighbor_candidates`,
+            :meth:`~lightning_mspipe.similarity.CosineNeighbors.candidates`).
+
+    Returns:
+        ``[R]`` bool, the root occurrences whose memory was blended.
+    """
+    snapshot, index, nbrs = batch.memory, batch.memory_index, batch.neighbors
+    assert snapshot is not None and index is not None and nbrs is not None
+    device = snapshot.memory.device
+    positions = positions.to(index.device)
+    rows = index[positions].to(device)
+    own_time = snapshot.last_update[rows]
+    cand_time, cand_mask = candidates.time.to(device), candidates.mask.to(device)
+    newer = cand_mask & (cand_time > own_time.unsqueeze(1))  # [b, S]
+    count = newer.sum(dim=1)
+    has_newer = count > 0
+    weights = newer[has_newer].unsqueeze(-1).to(snapshot.memory.dtype)
+    mean = (candidates.memory.to(device)[has_newer] * weights).sum(dim=1) / count[has_newer].unsqueeze(1)
+    mixed = lam * snapshot.memory[rows[has_newer]] + (1.0 - lam) * mean
+    first_new = snapshot.memory.shape[0]
+    batch.memory = append_rows(snapshot, rows[has_newer], mixed)
+    chosen = positions[has_newer.to(positions.device)]
+    new_index = index.clone()
+    new_index[chosen] = torch.arange(first_new, first_new + chosen.numel(), device=index.device)
+    batch.memory_index = new_index
+    blended = torch.zeros(nbrs.num_roots, dtype=torch.bool, device=index.device)
+    blended[chosen] = True
     return blended

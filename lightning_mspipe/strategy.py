@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.strategies import SingleDeviceStrategy, StrategyRegistry
 from typing_extensions import override
 
-from lightning_mspipe.callbacks import MemoryUpdate, StalenessGuard, StalenessMitigation
+from lightning_mspipe.callbacks import StalenessMitigation
 from lightning_mspipe.models.base import MemoryTGNN
 from lightning_mspipe.pipeline.contract import BatchSource, missing_members
 from lightning_mspipe.pipeline.loader import FaultHook, PipelinedLoader
@@ -33,9 +33,13 @@ class MSPipeStrategy(SingleDeviceStrategy):
     progress bar, gradient accumulation, ``limit_train_batches``, validation and
     checkpointing run unchanged; validation and test are not pipelined.
 
-    The strategy adds a :class:`~lightning_mspipe.callbacks.MemoryUpdate` callback (the memory
-    write after each optimizer step), a :class:`~lightning_mspipe.callbacks.StalenessGuard`, and
-    the ``mitigation`` callback when one is given.
+    Stage 5 meets the model at one seam (:mod:`lightning_mspipe.memory.writer`): when the
+    pipeline is built the strategy hands it to the model as its memory writer
+    (:meth:`~lightning_mspipe.models.base.MemoryTGNN.use_memory_writer`), so every training
+    step's write goes to the pipeline's writer lane; at teardown (or on an error) the model gets
+    its direct writer back. The loader checks every batch's staleness against the bound. The
+    ``mitigation`` callback, when given, is added to the trainer's callbacks (unless the user
+    passed one of that type there).
 
     Args:
         max_staleness: Writes a memory fetch may miss: ``0`` is synchronous training (bit-identical
@@ -118,15 +122,14 @@ class MSPipeStrategy(SingleDeviceStrategy):
         super().connect(model)
         trainer = model._trainer
         if trainer is not None:
-            self._add_callbacks(trainer)
+            self._add_mitigation(trainer)
         if self.memory_device == "pinned":
             model.memory.pin()
 
-    def _add_callbacks(self, trainer: L.Trainer) -> None:
-        wanted = [MemoryUpdate(), StalenessGuard()] + ([self.mitigation] if self.mitigation is not None else [])
-        for callback in wanted:
-            if not any(type(existing) is type(callback) for existing in trainer.callbacks):
-                trainer.callbacks.insert(0, callback)
+    def _add_mitigation(self, trainer: L.Trainer) -> None:
+        mitigation = self.mitigation
+        if mitigation is not None and not any(type(c) is type(mitigation) for c in trainer.callbacks):
+            trainer.callbacks.insert(0, mitigation)
 
     @override
     def on_train_start(self) -> None:
@@ -160,6 +163,7 @@ class MSPipeStrategy(SingleDeviceStrategy):
             max_batches=lambda: trainer.num_training_batches,
             fault_hook=self.fault_hook,
         )
+        self.lightning_module.use_memory_writer(self.pipeline)  # stage 5 now goes to the pipeline's writer lane
         log.info("MSPipeStrategy: pipelining training with max_staleness=%s, mode=%s", self.max_staleness, self.mode)
         return self.pipeline
 
@@ -172,16 +176,23 @@ class MSPipeStrategy(SingleDeviceStrategy):
 
     @override
     def on_exception(self, exception: BaseException) -> None:
-        """Stop the producer thread when training ends with an error or Ctrl-C."""
-        if self.pipeline is not None:
-            self.pipeline.close()
+        """Stop the pipeline's threads when training ends with an error or Ctrl-C."""
+        self._close_pipeline()
         super().on_exception(exception)
 
     @override
     def teardown(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.close()
+        self._close_pipeline()
         super().teardown()
+
+    def _close_pipeline(self) -> None:
+        """Stop the pipeline's threads and give the model its direct memory writer back."""
+        if self.pipeline is None:
+            return
+        self.pipeline.close()
+        module = self.lightning_module
+        if isinstance(module, MemoryTGNN) and module.memory_writer is self.pipeline:
+            module.use_memory_writer(None)
 
     @classmethod
     @override

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from lightning_mspipe.memory.store import MemorySnapshot, MemoryStore, MemoryWrite, last_occurrence
+from lightning_mspipe.memory.writer import DirectWriter, MemoryWriter
 
-__all__ = ["MemorySnapshot", "MemoryStore", "MemoryWrite", "last_occurrence"]
+__all__ = ["DirectWriter", "MemorySnapshot", "MemoryStore", "MemoryWrite", "MemoryWriter", "last_occurrence"]

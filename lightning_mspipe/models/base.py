@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
+from lightning_mspipe.epoch_stop import mark_epoch_unfinished
 from lightning_mspipe.memory.phases import MemoryPhases
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
+from lightning_mspipe.memory.writer import DirectWriter, MemoryWriter
 from lightning_mspipe.models.evaluation import LinkEvaluation, use_data_mrr
 from lightning_mspipe.models.network import MemoryNetwork, StepOutput
 from lightning_mspipe.pipeline.stages import fetch_memory
@@ -29,9 +31,16 @@ class MemoryTGNN(L.LightningModule):
     loss, metrics, the memory phases and checkpoints. One step (stage 4) consumes a
     :class:`~lightning_mspipe.data.batch.TemporalBatch` that carries its sampled neighbours,
     features and a memory snapshot (stages 1–3; the step fetches the snapshot itself when a
-    batch arrives without one), runs the network and returns the loss. The memory write-back (stage 5,
-    :meth:`write_memory`) runs after the optimizer step, in :meth:`on_train_batch_end`, unless a
-    pipeline strategy takes it over (``self.memory_writes_in_hooks = False``).
+    batch arrives without one), runs the network and returns the loss. Its last act is to hand the
+    batch's memory write-back (stage 5) to the model's :attr:`memory_writer`
+    (:mod:`lightning_mspipe.memory.writer`): a :class:`~lightning_mspipe.memory.writer.DirectWriter`
+    applies it at once; a pipeline strategy hands the model its own writer with
+    :meth:`use_memory_writer`. The write is computed from the step's forward pass (detached), so
+    it is the same before or after the optimizer step; handing it over inside the step means a
+    checkpoint written by any callback after the batch holds it. (An optimizer that evaluates
+    its closure several times per step, such as LBFGS, would write memory several times: not
+    supported.) The writer is flushed before an epoch ends, before validation and when training
+    ends.
 
     Memory protocol: reset at the start of every training epoch; validation continues from
     the memory after training, test from the memory after validation (see
@@ -69,8 +78,7 @@ class MemoryTGNN(L.LightningModule):
         self.phases = MemoryPhases(self.memory)
         self.val_metrics = LinkEvaluation("val")
         self.test_metrics = LinkEvaluation("test")
-        self.memory_writes_in_hooks = True
-        self._pending_write: MemoryWrite | None = None
+        self._memory_writer: MemoryWriter = DirectWriter(self.memory)
 
     # ------------------------------------------------------------------ the network
     @property
@@ -97,19 +105,27 @@ class MemoryTGNN(L.LightningModule):
         return self.net.memory_write(batch, memory)
 
     # ------------------------------------------------------------------ stage 5: write memory
-    def write_memory(self) -> int:
-        """Stage 5: apply the pending write of the last training step; returns the new memory version."""
-        if self._pending_write is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.write_memory: no pending memory write; each training step makes one."
-            )
-        write, self._pending_write = self._pending_write, None
-        return self.memory.scatter(write)
+    @property
+    def memory_writer(self) -> MemoryWriter:
+        """Where training steps hand their memory writes (see :mod:`lightning_mspipe.memory.writer`)."""
+        return self._memory_writer
 
-    def pop_pending_write(self) -> MemoryWrite | None:
-        """Take the pending write (for a strategy that applies writes itself)."""
-        write, self._pending_write = self._pending_write, None
-        return write
+    def use_memory_writer(self, writer: MemoryWriter | None) -> None:
+        """Hand the training writes to ``writer`` from now on; ``None`` restores the direct writer.
+
+        Raises:
+            TypeError: ``writer`` lacks ``submit_write`` or ``flush_writes``.
+        """
+        if writer is not None and not isinstance(writer, MemoryWriter):
+            raise TypeError(
+                f"{type(self).__name__}.use_memory_writer: {type(writer).__name__} is not a MemoryWriter; it needs "
+                "submit_write(index, write) and flush_writes() (see lightning_mspipe.memory.writer)."
+            )
+        self._memory_writer = writer if writer is not None else DirectWriter(self.memory)
+
+    def flush_memory_writes(self) -> None:
+        """Block until every memory write handed to the writer is committed."""
+        self._memory_writer.flush_writes()
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
@@ -139,13 +155,15 @@ class MemoryTGNN(L.LightningModule):
     def training_step(self, batch: TemporalBatch, batch_idx: int) -> Tensor:
         out = self(batch)
         loss = self.link_loss(out.pos, out.neg)
-        self._pending_write = self.memory_write(batch, out.memory.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.size)
+        self._memory_writer.submit_write(batch.index, self.memory_write(batch, out.memory.detach()))  # stage 5
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.memory_writes_in_hooks:
-            self.write_memory()
+    def on_train_epoch_end(self) -> None:
+        self.flush_memory_writes()
+
+    def on_train_end(self) -> None:
+        self.flush_memory_writes()
 
     def _evaluate(self, batch: TemporalBatch, metrics: LinkEvaluation | None) -> None:
         out = self(batch)
@@ -154,6 +172,7 @@ class MemoryTGNN(L.LightningModule):
         self.memory.scatter(self.memory_write(batch, out.memory))
 
     def on_validation_start(self) -> None:
+        self.flush_memory_writes()  # validation continues from the memory of every training batch so far
         self.phases.start_validation(self.trainer.sanity_checking)
 
     def validation_step(self, batch: TemporalBatch, batch_idx: int) -> None:
@@ -207,8 +226,31 @@ class MemoryTGNN(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the memory phases and the RNG states (an exact resume replays dropout identically); a
+        checkpoint of an epoch that ``max_steps``/``max_time`` cut short resumes that epoch mid-way (see
+        :mod:`lightning_mspipe.epoch_stop`)."""
         checkpoint["memory_phases"] = self.phases.state_dict()
+        checkpoint["rng_states"] = rng_states()
+        if self._trainer is not None:
+            mark_epoch_unfinished(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "memory_phases" in checkpoint:
             self.phases.load_state_dict(checkpoint["memory_phases"])
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+
+
+def rng_states() -> dict[str, Any]:
+    """The CPU and (where present) CUDA random generator states."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore states saved by :func:`rng_states` (the CUDA ones only where CUDA is present)."""
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

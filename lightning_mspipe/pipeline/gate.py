@@ -133,7 +133,8 @@ class StalenessGate:
                 raise PipelineTimeout(
                     f"MSPipe pipeline: batch {index} waited {self.timeout:g}s at the staleness gate for memory "
                     f"version {version} (it is {self.store.current_version}; {self.writer_state()}). Memory writes "
-                    "have stopped: is the MemoryUpdate callback installed and is training still running?"
+                    "have stopped: does the model hand its writes to this pipeline (MSPipeStrategy attaches it with "
+                    "`use_memory_writer`), and is training still running?"
                 )
 
     # ------------------------------------------------------------------ write side (training thread)

@@ -14,7 +14,7 @@ from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
 from lightning_mspipe.pipeline.gate import StalenessGate
-from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, LaneRun, ProducerLane
+from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane
 from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 from lightning_mspipe.pipeline.stages import fetch_memory
@@ -173,8 +173,14 @@ class PipelinedLoader:
 
     def _hand_over(self, batch: TemporalBatch, waited: float) -> TemporalBatch:
         now = time.perf_counter()
+        staleness = batch.index - batch.memory.version
+        if not 0 <= staleness <= self.bound:  # the gate guarantees it: a failure here is a bug
+            raise PipelineError(
+                f"MSPipe pipeline: batch {batch.index} read memory version {batch.memory.version}, staleness "
+                f"{staleness}, outside the bound 0 … {self.bound}. Please report this as a bug."
+            )
         self.profile.record_wait(waited)
-        self.profile.record_staleness(batch.index - batch.memory.version)
+        self.profile.record_staleness(staleness)
         self._handed_at[batch.index] = now
         self.gate.mark_taken(batch.index, now)
         self.loader.advance(batch.index)
@@ -223,7 +229,8 @@ class PipelinedLoader:
         self.lane.shutdown()
         self.gate.end_segment()
 
-    # ------------------------------------------------------------------ stage 5 (called by MemoryUpdate)
+    # ------------------------------------------------------------------ stage 5: the model's MemoryWriter
+    # (MSPipeStrategy hands this loader to the model with use_memory_writer; see memory/writer.py)
     def submit_write(self, index: int, write: MemoryWrite) -> None:
         """Hand the write of batch ``index`` to the writer lane (in batch order); returns at once.
 
@@ -239,6 +246,25 @@ class PipelinedLoader:
     def flush_writes(self) -> None:
         """Block until every submitted write is committed (before validation, checkpoints, epoch ends)."""
         self.writer.flush()
+
+    def wait_for_writes_before(self, index: int) -> None:
+        """Block until the writes of every batch before ``index`` are committed (memory version ``≥ index``).
+
+        Readers of the live store that must not depend on timing (``exact`` mode) call it first.
+
+        Raises:
+            PipelineError: A write failed (naming its batch).
+            PipelineTimeout: The version did not reach ``index`` within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + self.timeout
+        while not self.store.wait_for_version(index, timeout=POLL):
+            self.writer.raise_if_failed()
+            if time.monotonic() > deadline:
+                raise PipelineTimeout(
+                    f"MSPipe pipeline: waited {self.timeout:g}s for memory version {index} (the writes of the batches "
+                    f"before batch {index}); it is {self.store.current_version} and {self.writer.describe()}. "
+                    "Raise `timeout` if writes are this slow."
+                )
 
     # ------------------------------------------------------------------ stages 1–3
     def _stage(self, run: LaneRun, name: str, index: int) -> StageClock:

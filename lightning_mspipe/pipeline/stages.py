@@ -2,7 +2,7 @@
 
 Stage 1 (sample) and stage 2 (fetch features) are methods of
 :class:`~lightning_mspipe.data.loader.TemporalBatchLoader`; stage 4 is the model's step; stage 5
-(write memory) is :meth:`~lightning_mspipe.models.base.MemoryTGNN.write_memory`. This module
+(write memory) goes through the model's :class:`~lightning_mspipe.memory.writer.MemoryWriter`. This module
 holds stage 3, which both the plain training step and the pipeline call, so that the two paths
 compute the same thing.
 """

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_mspipe import MSPipeStrategy, PipelineStats, StalenessGuard, StalenessMitigation
+from lightning_mspipe.memory import DirectWriter
 from lightning_mspipe.models import APAN, JODIE, TGN
 from lightning_mspipe.pipeline.loader import PipelineError, PipelineTimeout
 
@@ -66,6 +67,7 @@ def test_staleness_zero_is_bit_identical_to_training_without_the_pipeline(model_
     assert trainer.strategy.pipeline is not None  # the pipeline really ran
     assert piped_rec.losses == plain_rec.losses
     assert_same_model(plain, piped)
+    assert isinstance(piped.memory_writer, DirectWriter)  # the strategy took its writer back
 
 
 def test_strategy_is_registered_by_name():
@@ -154,14 +156,16 @@ def test_a_stage_that_raises_names_stage_and_batch_and_leaves_no_thread():
     assert no_producer_threads()
 
 
-def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread():
+@pytest.mark.timeout(120)  # the deadline: the pipeline's own 0.5 s timeout must end the run long before
+@pytest.mark.parametrize("hung", ["sample", "features", "memory"])
+def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread(hung):
     def hang(stage, index, stop):
-        if stage == "sample" and index == 2:
+        if stage == hung and index == 2:
             stop.wait(60)  # a hang that ends when the pipeline shuts down
 
     strategy = MSPipeStrategy(max_staleness=1, timeout=0.5)
     strategy.fault_hook = hang
-    with pytest.raises(PipelineTimeout, match=r"waited 0.5s for batch 2; the producer is in stage 'sample' of batch 2"):
+    with pytest.raises(PipelineTimeout, match=rf"waited 0.5s for batch 2; the producer is in stage '{hung}' of batch 2"):
         fit(strategy=strategy)
     assert no_producer_threads()
 
@@ -190,6 +194,7 @@ def test_the_main_threads_intra_op_thread_count_is_unchanged_by_the_producer():
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.timeout(120)
 def test_a_hanging_memory_write_ends_in_a_named_timeout():
     def hang(stage, index, stop):
         if stage == "write" and index == 2:
@@ -204,9 +209,16 @@ def test_a_hanging_memory_write_ends_in_a_named_timeout():
 
 
 def test_missing_memory_writes_time_out_instead_of_hanging():
+    class Nowhere:
+        def submit_write(self, index, write):
+            pass
+
+        def flush_writes(self):
+            pass
+
     class DropWrites(Callback):
         def on_train_start(self, trainer, pl_module):
-            trainer.callbacks[:] = [c for c in trainer.callbacks if type(c).__name__ != "MemoryUpdate"]
+            pl_module.use_memory_writer(Nowhere())  # replaces the pipeline the strategy attached
 
     with pytest.raises(PipelineTimeout, match=r"waited 0.5s at the staleness gate for memory version 1"):
         fit(strategy=MSPipeStrategy(max_staleness=0, timeout=0.5), callbacks=[DropWrites()])
@@ -289,6 +301,15 @@ def test_mid_epoch_resume_in_exact_mode_is_bit_identical(tmp_path):
     assert_same_model(full, resumed)
 
 
+def test_mid_epoch_model_checkpoint_resumes_exactly_without_the_pipeline(tmp_path):
+    full, full_rec, _ = fit(epochs=2)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_on_train_epoch_end=False)
+    fit(epochs=2, max_steps=4, enable_checkpointing=True, callbacks=[checkpoint])
+    resumed, resumed_rec, _ = fit(epochs=2, ckpt_path=next(tmp_path.glob("*step=4*.ckpt")))
+    assert resumed_rec.losses == full_rec.losses[4:]  # the checkpoint holds the write of the batch it follows
+    assert_same_model(full, resumed)
+
+
 def test_resuming_with_another_bound_keeps_the_new_bound_and_says_so(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_on_train_epoch_end=False)
     fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact"), epochs=1, max_steps=4, enable_checkpointing=True,
@@ -316,6 +337,20 @@ def test_mitigation_runs_and_reports_its_share():
     assert mitigation.seen_roots > 0 and 0 < mitigation.blended_share < 1
 
 
+def test_mitigation_from_the_live_store_keeps_exact_mode_timing_independent():
+    results = []
+    for seed in (1, 2):
+        mitigation = StalenessMitigation(lam=0.5, quantile=0.5, top_k=3, similarity="cosine", rebuild_every=2)
+        strategy = MSPipeStrategy(max_staleness=2, mode="exact", mitigation=mitigation)
+        strategy.fault_hook = random_delays(seed)  # the writer lane is delayed too
+        model, recorder, _ = fit(strategy=strategy, epochs=1, callbacks=[slow_writes(seed)])
+        assert mitigation.cosine.table is not None and mitigation.blended_roots > 0
+        results.append((model, recorder, mitigation.blended_roots))
+    (a, rec_a, blended_a), (b, rec_b, blended_b) = results
+    assert rec_a.losses == rec_b.losses and blended_a == blended_b
+    assert_same_model(a, b)
+
+
 def test_ctrl_c_stops_the_producer():
     class Interrupt(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -325,3 +360,47 @@ def test_ctrl_c_stops_the_producer():
     with pytest.raises(SystemExit):  # Lightning ends a Ctrl-C'd run with exit status 1
         fit(strategy=MSPipeStrategy(max_staleness=2), callbacks=[Interrupt()])
     assert no_producer_threads()
+
+
+class StopAfter(Callback):
+    """Sets ``trainer.should_stop`` after ``steps`` batches, as the ``max_time`` Timer does."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
+
+
+def stopped_and_saved(tmp_path, strategy_factory, steps, stop):
+    """Fit until ``steps`` batches (``stop``: by ``max_steps`` or by ``should_stop``), then
+    ``trainer.save_checkpoint``; return the path."""
+    limit = {"max_steps": steps} if stop == "max_steps" else {"callbacks": [StopAfter(steps)]}
+    _, _, trainer = fit(strategy=strategy_factory(), epochs=2, **limit)
+    path = tmp_path / f"stopped-{steps}.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+STRATEGIES = {
+    "exact-s2": lambda: MSPipeStrategy(max_staleness=2, mode="exact"),
+    "s0": lambda: MSPipeStrategy(max_staleness=0),
+    "plain": lambda: "auto",
+}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "steps", "stop"),
+    [("exact-s2", 4, "max_steps"), ("exact-s2", 13, "max_steps"), ("exact-s2", 10, "max_steps"),  # 10 batches an epoch
+     ("exact-s2", 6, "should_stop"), ("s0", 4, "max_steps"), ("plain", 4, "max_steps")],
+)
+def test_save_checkpoint_after_a_stop_resumes_exactly(tmp_path, strategy, steps, stop):
+    make = STRATEGIES[strategy]
+    full, full_rec, _ = fit(strategy=make(), epochs=2)
+    path = stopped_and_saved(tmp_path, make, steps, stop)
+    resumed, resumed_rec, _ = fit(strategy=make(), epochs=2, ckpt_path=path)
+    assert len(full_rec.losses) == 20
+    assert resumed_rec.losses == full_rec.losses[steps:]
+    assert resumed_rec.seen == full_rec.seen[steps:]
+    assert_same_model(full, resumed)  # weights and memory, last_update, mailbox, mail_ts, version

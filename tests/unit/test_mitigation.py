@@ -1,67 +1,125 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from lightning_mspipe import StalenessMitigation
 from lightning_mspipe.data.batch import NeighborBlock, TemporalBatch
 from lightning_mspipe.memory import MemorySnapshot, MemoryStore, MemoryWrite
-from lightning_mspipe.mitigation import CosineNeighbors, blend_stale_memory, neighbor_candidates
+from lightning_mspipe.mitigation import blend_stale_occurrences, neighbor_candidates, stale_roots
+
+NODES = 7
+
+
+def _write(store, nodes, values, times):
+    """Commit memory ``values`` (one ``[2]`` row per node) with last update ``times``."""
+    nodes = torch.tensor(nodes)
+    store.scatter(MemoryWrite(nodes, torch.tensor(values), torch.tensor(times, dtype=torch.float64),
+                              nodes, torch.zeros(len(nodes), 1), torch.tensor(times, dtype=torch.float64)))
 
 
 def _batch():
-    """4 roots (2 events: src 0, 1; dst 2, 3; no negatives used here) with 2 neighbour slots each.
+    """Events (0 → 2, t=2) and (0 → 3, t=10), negatives 5 and 6: roots 0, 0, 2, 3, 5, 6.
 
-    Snapshot rows: node i is row i. Memory times: node 0 is very stale (t=1), node 1 fresh (t=9),
-    nodes 2, 3 medium (t=5); neighbours: 4 (t=8, newer), 5 (t=0.5, older), 6 (t=7, newer).
+    Snapshot row i is node i with memory i. Memory times: node 0 at 1 (its occurrence at t=10 is
+    the stale one, Δt = 9; at t=2, Δt = 1), 2 at 1.5, 3 at 9.5, 5 at 1.9, 6 at 9.9, 4 at 0.5.
+    Node 0's second occurrence has neighbours 4 and 5; node 2 has neighbour 0.
     """
-    nodes = torch.arange(7)
-    memory = torch.arange(7, dtype=torch.float32).unsqueeze(1).repeat(1, 2)
-    last_update = torch.tensor([1.0, 9.0, 5.0, 5.0, 8.0, 0.5, 7.0], dtype=torch.float64)
-    snapshot = MemorySnapshot(nodes, memory, last_update, torch.zeros(7, 1, 1), torch.zeros(7, 1, dtype=torch.float64),
-                              torch.zeros(7, 1, dtype=torch.bool), version=0)
-    nbr_nodes = torch.tensor([[4, 5], [4, 6], [5, 5], [6, 4], [0, 0], [0, 0]])
+    last_update = torch.tensor([1.0, 0.0, 1.5, 9.5, 0.5, 1.9, 9.9], dtype=torch.float64)
+    snapshot = MemorySnapshot(torch.arange(NODES), torch.arange(NODES, dtype=torch.float32).unsqueeze(1).repeat(1, 2),
+                              last_update, torch.arange(NODES, dtype=torch.float32).view(NODES, 1, 1),
+                              torch.zeros(NODES, 1, dtype=torch.float64), torch.ones(NODES, 1, dtype=torch.bool),
+                              version=0)
+    nbr_nodes = torch.tensor([[4, 5], [4, 5], [0, 0], [6, 4], [0, 0], [0, 0]])
     mask = torch.tensor([[True, True], [True, True], [True, False], [True, True], [False, False], [False, False]])
-    batch = TemporalBatch(index=3, eids=torch.arange(2), src=torch.tensor([0, 1]), dst=torch.tensor([2, 3]),
-                          neg_dst=torch.tensor([[5], [6]]), t=torch.tensor([10.0, 10.0], dtype=torch.float64),
+    batch = TemporalBatch(index=3, eids=torch.arange(2), src=torch.tensor([0, 0]), dst=torch.tensor([2, 3]),
+                          neg_dst=torch.tensor([[5], [6]]), t=torch.tensor([2.0, 10.0], dtype=torch.float64),
                           neighbors=NeighborBlock(nbr_nodes, torch.zeros_like(nbr_nodes), torch.zeros(6, 2), mask))
     batch.memory = snapshot
     batch.memory_index = torch.cat([batch.roots(), nbr_nodes.reshape(-1)])
     return batch
 
 
-def test_only_stale_roots_change_and_only_toward_newer_memory():
+def _live_store():
+    """Node 4 was written since the snapshot (memory 40 at t=8); node 5's live memory is older than node 0's."""
+    store = MemoryStore(NODES, 2, 1)
+    _write(store, [4, 5], [[40.0, 40.0], [50.0, 50.0]], [8.0, 0.5])
+    return store
+
+
+def test_stale_roots_are_occurrences_not_nodes():
+    assert stale_roots(_batch(), quantile=0.9).tolist() == [1]  # node 0 at t=10, not node 0 at t=2
+
+
+def test_candidates_are_read_from_the_live_store_not_the_snapshot():
+    batch, store = _batch(), _live_store()
+    candidates = neighbor_candidates(batch, torch.tensor([1]), top_k=2, store=store)
+    assert candidates.memory[0, :, 0].tolist() == [40.0, 50.0]  # the snapshot holds 4 and 5
+    assert candidates.time.tolist() == [[8.0, 0.5]] and candidates.mask.tolist() == [[True, True]]
+
+
+def test_the_blended_rows_are_exactly_the_stale_occurrences():
+    batch, store = _batch(), _live_store()
+    before_memory, before_index = batch.memory.memory.clone(), batch.memory_index.clone()
+    positions = stale_roots(batch, quantile=0.9)
+    blended = blend_stale_occurrences(batch, positions, 0.5, neighbor_candidates(batch, positions, 2, store))
+    assert blended.tolist() == [False, True, False, False, False, False]
+    index, memory = batch.memory_index, batch.memory.memory
+    # only occurrence 1 moved, to a new row of its own; node 0's other occurrence and its neighbour slot did not
+    changed = (index != before_index).nonzero().squeeze(1).tolist()
+    assert changed == [1] and index[1] == NODES and index[0] == 0 and index[6 + 2 * 2] == 0
+    assert torch.equal(memory[:NODES], before_memory)  # no existing row was written
+    # 0.5 · 0 + 0.5 · 40: neighbour 4 is newer in the live store, neighbour 5 is not
+    assert memory[NODES].tolist() == [20.0, 20.0]
+    row = batch.memory
+    assert (row.nodes[NODES], row.last_update[NODES], row.mailbox[NODES].item()) == (0, 1.0, 0.0)
+
+
+def test_an_occurrence_with_no_newer_candidate_is_left_alone():
     batch = _batch()
-    before = batch.memory.memory.clone()
-    blended = blend_stale_memory(batch, 0.5, 0.75, *neighbor_candidates(batch, top_k=2))
-    # Δt per root: 9, 1, 5, 5, 9 (neg 5), 9 (neg 6)... the 0.75 quantile keeps the stalest roots
-    assert blended.tolist() == [True, False, False, False, False, False]
-    after = batch.memory.memory
-    # node 0 blends only with neighbour 4 (newer); neighbour 5 is older and ignored
-    assert after[0].tolist() == [0.5 * 0 + 0.5 * 4] * 2
-    unchanged = torch.ones(7, dtype=torch.bool)
-    unchanged[0] = False
-    assert torch.equal(after[unchanged], before[unchanged])
+    store = MemoryStore(NODES, 2, 1)  # nothing written since: every candidate is older than node 0's memory
+    positions = stale_roots(batch, quantile=0.9)
+    blended = blend_stale_occurrences(batch, positions, 0.5, neighbor_candidates(batch, positions, 2, store))
+    assert not blended.any() and batch.memory.memory.shape[0] == NODES
 
 
-def test_lam_one_changes_nothing():
+def test_lam_one_keeps_the_stale_value():
+    batch, store = _batch(), _live_store()
+    positions = stale_roots(batch, quantile=0.9)
+    blend_stale_occurrences(batch, positions, 1.0, neighbor_candidates(batch, positions, 2, store))
+    assert batch.memory.memory[batch.memory_index[1]].tolist() == [0.0, 0.0]
+
+
+def _callback_inputs(store):
+    """A trainer without a pipeline and a module holding ``store``: what the callback reads."""
+    return SimpleNamespace(strategy=SimpleNamespace(pipeline=None)), SimpleNamespace(memory=store)
+
+
+def test_the_cosine_table_is_built_and_used_in_the_first_epoch():
+    store = _live_store()
+    _write(store, [0, 5], [[1.0, 0.0], [0.0, 50.0]], [0.7, 0.5])  # node 0 is most similar to 4 (cos 0.71; to 5: 0)
+    mitigation = StalenessMitigation(lam=0.5, quantile=0.9, top_k=1, similarity="cosine", rebuild_every=1)
+    trainer, module = _callback_inputs(store)
     batch = _batch()
-    before = batch.memory.memory.clone()
-    blend_stale_memory(batch, 1.0, 0.5, *neighbor_candidates(batch, top_k=2))
-    assert torch.equal(batch.memory.memory, before)
+    batch.memory.version = 1  # stale by 2
+    mitigation.on_train_batch_start(trainer, module, batch, 0)
+    assert mitigation.cosine.table is not None and mitigation.cosine.table[0, 0] == 4
+    assert mitigation.blended_roots == 1  # with its cosine neighbour's live memory (4 at t=8 is newer than 1)
+    assert batch.memory.memory[batch.memory_index[1]].tolist() == [20.0, 20.0]
 
 
-def test_cosine_table_finds_the_most_similar_active_nodes_in_chunks():
-    memory = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [5.0, 5.0]])
-    active = torch.tensor([True, True, True, True, False])
-    table = CosineNeighbors(top_k=1, chunk=2)
-    table.rebuild(memory, active)
-    assert table.table[:4, 0].tolist() == [1, 0, 3, 2]
-    assert table.table[4, 0] == -1  # inactive nodes have no entry
-    store = MemoryStore(5, 2, 1)
-    store.scatter(MemoryWrite(torch.tensor([1]), torch.tensor([[3.0, 3.0]]), torch.tensor([2.0], dtype=torch.float64),
-                              torch.tensor([1]), torch.zeros(1, 1), torch.tensor([2.0], dtype=torch.float64)))
-    mem, time, mask = table.candidates(torch.tensor([0, 4]), store)
-    assert mem.shape == (2, 1, 2) and mem[0, 0].tolist() == [3.0, 3.0] and mask.tolist() == [[True], [False]]
+def test_the_mitigation_state_round_trips_the_cosine_table():
+    store = _live_store()
+    mitigation = StalenessMitigation(top_k=2, similarity="cosine")
+    mitigation.cosine.rebuild(store.memory, store.mail_count > 0)
+    mitigation.blended_roots, mitigation.seen_roots = 3, 10
+    restored = StalenessMitigation(top_k=2, similarity="cosine")
+    restored.load_state_dict(mitigation.state_dict())
+    assert torch.equal(restored.cosine.table, mitigation.cosine.table) and restored.blended_share == 0.3
 
 
-def test_cosine_candidates_need_a_table():
-    with pytest.raises(RuntimeError, match="call rebuild"):
-        CosineNeighbors(top_k=2).candidates(torch.tensor([0]), MemoryStore(2, 2, 1))
+@pytest.mark.parametrize(("kwargs", "match"), [({"rebuild_every": 0}, "rebuild_every"), ({"lam": 2.0}, "lam"),
+                                               ({"similarity": "jaccard"}, "unknown similarity")])
+def test_bad_mitigation_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StalenessMitigation(**kwargs)

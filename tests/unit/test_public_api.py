@@ -30,7 +30,6 @@ TOP_LEVEL = {
     "load_events": formats.load_events,
     "load_dataset": registry.load_dataset,
     "synthetic_events": synthetic.synthetic_events,
-    "MemoryUpdate": callbacks.MemoryUpdate,
     "StalenessGuard": callbacks.StalenessGuard,
     "StalenessMitigation": callbacks.StalenessMitigation,
     "PipelineStats": callbacks.PipelineStats,

@@ -17,7 +17,7 @@ def train(pipeline: PipelinedLoader) -> list[tuple[int, int]]:
     for batch in pipeline:
         seen.append((batch.index, batch.memory.version))
         pipeline.submit_write(batch.index, node_write(value=float(batch.index)))
-    pipeline.flush_writes()  # MemoryUpdate does this at the epoch's end
+    pipeline.flush_writes()  # the model does this at the epoch's end
     return seen
 
 
