@@ -12,6 +12,7 @@ __version__ = "0.1.0"  # before the imports: lightning_mspipe.cli reads it
 
 from lightning_mspipe.callbacks import MemoryUpdate, PipelineStats, StalenessGuard, StalenessMitigation  # noqa: E402
 from lightning_mspipe.data import TemporalDataModule, load_dataset, load_events, synthetic_events  # noqa: E402
+from lightning_mspipe.distributed import MSPipeDDPStrategy
 from lightning_mspipe.models import (  # noqa: E402
     APAN,
     JODIE,
@@ -33,6 +34,7 @@ __all__ = [
     "EdgeBank",
     "JODIE",
     "JODIENetwork",
+    "MSPipeDDPStrategy",
     "MSPipeStrategy",
     "MemoryNetwork",
     "MemoryUpdate",

@@ -88,6 +88,8 @@ class TemporalBatch(_Transferable):
         new_node: Whether each event touches a node unseen in training (inductive evaluation).
         memory: Memory snapshot of the batch's unique nodes (stage 3), or ``None`` until fetched.
         memory_index: Row of ``memory`` for each root, then each neighbour slot (stage 3).
+        global_size: Events of the global batch this batch is one rank's slice of (several ranks;
+            the loss scales by ``size / global_size``), or ``None``: the batch is the global batch.
 
     Shapes:
         - eids, src, dst: ``[B]`` int64; t: ``[B]`` float64
@@ -109,6 +111,7 @@ class TemporalBatch(_Transferable):
     new_node: Tensor | None = None
     memory: Any = None
     memory_index: Tensor | None = None
+    global_size: int | None = None
 
     @property
     def size(self) -> int:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
+from lightning_mspipe.memory.exchange import MemoryWriteExchange
 from lightning_mspipe.memory.phases import MemoryPhases
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
 from lightning_mspipe.models.evaluation import LinkEvaluation
@@ -104,6 +105,18 @@ class MemoryTGNN(L.LightningModule):
                 f"{type(self).__name__}.write_memory: no pending memory write; each training step makes one."
             )
         write, self._pending_write = self._pending_write, None
+        return self.apply_memory_write(write)
+
+    def apply_memory_write(self, write: MemoryWrite) -> int:
+        """Apply a write outside the training pipeline (a plain step, validation, test); returns the new version.
+
+        Under a strategy that keeps one memory on several ranks (a
+        :class:`~lightning_mspipe.memory.exchange.MemoryWriteExchange`) the write of every rank is
+        gathered and merged first: a collective, so every rank must call it for the same batch.
+        """
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, MemoryWriteExchange):
+            write = strategy.exchange_memory_write(write)
         return self.memory.scatter(write)
 
     def pop_pending_write(self) -> MemoryWrite | None:
@@ -150,7 +163,7 @@ class MemoryTGNN(L.LightningModule):
         out = self(batch)
         if metrics is not None:
             metrics.update(out.pos, out.neg, batch.new_node)
-        self.memory.scatter(self.memory_write(batch, out.memory))
+        self.apply_memory_write(self.memory_write(batch, out.memory))
 
     def on_validation_start(self) -> None:
         self.phases.start_validation(self.trainer.sanity_checking)
