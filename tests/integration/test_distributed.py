@@ -8,6 +8,7 @@ versions its batches read and its metrics; the reference is the same worker in t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.distributed.ddp_worker import train
+from tests.distributed.ddp_worker import STEP_OF_CHECKPOINT, train
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "distributed" / "ddp_worker.py"
@@ -60,11 +61,17 @@ def reference(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def torchrun_s0(tmp_path_factory) -> list[dict]:
+def torchrun_run(tmp_path_factory) -> Path:
+    """2 ranks by torchrun at s = 0; rank 0 also saves a checkpoint after step 4 (``checkpoints/``)."""
     out = tmp_path_factory.mktemp("torchrun_s0")
-    done = run_two_ranks(out)
+    done = run_two_ranks(out, "--checkpoint-dir", str(out / "checkpoints"))
     assert done.returncode == 0, done.stdout + done.stderr
-    return load_ranks(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def torchrun_s0(torchrun_run) -> list[dict]:
+    return load_ranks(torchrun_run)
 
 
 def test_two_ranks_by_torchrun_equal_one_process_at_staleness_zero(torchrun_s0, reference):
@@ -81,3 +88,55 @@ def test_metrics_of_two_ranks_equal_one_process(torchrun_s0, reference):
     for ranks in torchrun_s0:
         assert ranks["metrics"].keys() == expected.keys()
         assert ranks["metrics"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_two_ranks_by_lightnings_launcher_equal_one_process_at_staleness_zero(tmp_path, reference):
+    done = run_two_ranks(tmp_path, launcher="lightning")  # Trainer(devices=2) starts the second process
+    assert done.returncode == 0, done.stdout + done.stderr
+    ranks = load_ranks(tmp_path)
+    assert_ranks_identical(ranks)
+    assert_same_state(ranks[0]["state"], reference["state"])
+
+
+def test_exact_staleness_two_holds_on_every_rank_with_identical_memory(tmp_path):
+    done = run_two_ranks(tmp_path, "--max-staleness", "2", "--mode", "exact")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ranks = load_ranks(tmp_path)
+    for rank in ranks:  # batch j read exactly global version max(0, j − 2)
+        assert rank["bound"] == 2 and rank["seen"]
+        assert all(index - version == min(index, 2) for index, version in rank["seen"])
+    assert_ranks_identical(ranks)
+
+
+def test_a_raising_rank_stops_both_ranks_with_its_message(tmp_path):
+    done = run_two_ranks(tmp_path, "--fail-rank", "1", "--fail-batch", "3", "--timeout", "30", launcher="lightning")
+    assert done.returncode != 0
+    # rank 0 was waiting in a collective; its error names the rank that failed first and why
+    assert re.search(r"RuntimeError: MSPipeDDPStrategy: rank 1: ValueError: injected failure on rank 1 at batch 3 "
+                     r"\(that rank failed first; rank 0 stopped because of it", done.stderr), done.stderr[-3000:]
+    assert not list(tmp_path.glob("rank*.pt"))  # neither rank finished
+
+
+def test_under_torchrun_a_raising_rank_ends_the_job(tmp_path):
+    done = run_two_ranks(tmp_path, "--fail-rank", "0", "--fail-batch", "2", "--timeout", "30")
+    assert done.returncode != 0
+    assert "ValueError: injected failure on rank 0 at batch 2" in done.stderr
+    assert not list(tmp_path.glob("rank*.pt"))
+
+
+def test_a_checkpoint_of_two_ranks_continues_on_one_process(tmp_path, torchrun_run, reference):
+    (checkpoint,) = torchrun_run.glob(f"checkpoints/*step={STEP_OF_CHECKPOINT}.ckpt")
+    resumed = train(tmp_path / "resumed", resume=checkpoint)
+    assert resumed["seen"] == reference["seen"][STEP_OF_CHECKPOINT:]
+    assert_same_state(resumed["state"], reference["state"])
+
+
+def test_a_checkpoint_of_one_process_continues_on_two_ranks(tmp_path, reference):
+    train(tmp_path / "first", max_steps=STEP_OF_CHECKPOINT, checkpoint_dir=tmp_path / "checkpoints")
+    (checkpoint,) = tmp_path.glob(f"checkpoints/*step={STEP_OF_CHECKPOINT}*.ckpt")
+    done = run_two_ranks(tmp_path / "resumed", "--resume", str(checkpoint))
+    assert done.returncode == 0, done.stdout + done.stderr
+    ranks = load_ranks(tmp_path / "resumed")
+    assert_ranks_identical(ranks)
+    assert ranks[0]["seen"] == reference["seen"][STEP_OF_CHECKPOINT:]
+    assert_same_state(ranks[0]["state"], reference["state"])
