@@ -131,7 +131,7 @@ class TemporalBatchLoader:
         generator = batch_generator(self.seed, self.epoch, index)
         if self.negatives is not None:
             neg_dst = self.negatives[positions]
-        else:  # drawn for the global batch, then sliced: every rank count draws the same negatives
+        else:  # drawn for the global batch, then sliced: the same negatives whatever the number of ranks
             assert self.negative_sampler is not None
             neg_dst = self.negative_sampler.sample(self.events.dst[self.eids[positions]], self.num_negatives, generator)
         if self.world_size > 1:

@@ -81,14 +81,15 @@ class MemoryWriteAllGather:
         backend: Backend of the group (``"gloo"`` for CPU tensors, ``"nccl"`` for CUDA tensors).
 
     Attributes:
-        bytes_gathered: Bytes received per rank by the last exchange (sizes included).
+        bytes_gathered: Bytes each rank received in the last exchange (sizes and padding included).
+        bytes_total, exchanges: Their sum over all exchanges so far, and how many there were.
     """
 
     def __init__(self, timeout: float, backend: str | None = None) -> None:
         self.group = dist.new_group(backend=backend, timeout=timedelta(seconds=timeout))
         self.world_size = dist.get_world_size(self.group)
         self.timeout = timeout
-        self.bytes_gathered = 0
+        self.bytes_gathered = self.bytes_total = self.exchanges = 0
 
     def __call__(self, index: int, write: MemoryWrite) -> MemoryWrite:
         """The writer lane's ``exchange``: the merged write of batch ``index``."""
@@ -107,5 +108,7 @@ class MemoryWriteAllGather:
         gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(gathered, padded, group=self.group)
         self.bytes_gathered = self.world_size * (longest + sizes.numel() * sizes.element_size())
+        self.bytes_total += self.bytes_gathered
+        self.exchanges += 1
         writes = [unpack_write(buf, c, write) for buf, c in zip(gathered, counts)]
         return merge_writes(writes)

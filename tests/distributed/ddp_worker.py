@@ -20,10 +20,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lightning_mspipe import TGN, MSPipeDDPStrategy, MSPipeStrategy
+from lightning_mspipe import APAN, JODIE, TGN, MSPipeDDPStrategy, MSPipeStrategy
 from tests.conftest import SMALL_MODEL, small_datamodule
 
 GLOBAL_BATCH = 200
+MODELS = {"TGN": TGN, "JODIE": JODIE, "APAN": APAN}
 STEP_OF_CHECKPOINT = 4
 
 
@@ -52,11 +53,12 @@ def train(
     fail_rank: int | None = None,
     fail_batch: int | None = None,
     timeout: float = 60.0,
+    model_name: str = "TGN",
 ) -> dict[str, Any]:
     """Fit (validation each epoch), then test; write and return this rank's results."""
     torch.manual_seed(0)
     dm = small_datamodule(batch_size=GLOBAL_BATCH)
-    model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, dropout=0.0, **SMALL_MODEL)
+    model = MODELS[model_name](num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, dropout=0.0, **SMALL_MODEL)
     if launcher == "none":
         strategy: Any = MSPipeStrategy(max_staleness=max_staleness, mode=mode, timeout=timeout)
         devices = 1
@@ -104,10 +106,11 @@ def main() -> None:
     parser.add_argument("--fail-rank", type=int)
     parser.add_argument("--fail-batch", type=int)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--model", choices=sorted(MODELS), default="TGN")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     train(args.out, args.launcher, args.max_staleness, args.mode, args.epochs, args.max_steps, args.checkpoint_dir,
-          args.resume, args.fail_rank, args.fail_batch, args.timeout)
+          args.resume, args.fail_rank, args.fail_batch, args.timeout, args.model)
 
 
 if __name__ == "__main__":

@@ -320,3 +320,11 @@ def test_the_ddp_strategy_name_takes_arguments(args, max_staleness, tmp_path):
                           "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert isinstance(cli.trainer.strategy, MSPipeDDPStrategy) and cli.trainer.world_size == 2
     assert cli.trainer.strategy.max_staleness == max_staleness
+
+
+def test_the_distributed_recipe_builds_the_ddp_strategy_on_two_processes(tmp_path):
+    recipe = RECIPES / "distributed" / "tgn_synthetic_ddp.yaml"
+    cli = MSPipeCLI(args=["--config", str(recipe), *QUIET, "--trainer.default_root_dir", str(tmp_path)],
+                    run=False)
+    assert isinstance(cli.trainer.strategy, MSPipeDDPStrategy) and cli.trainer.world_size == 2
+    assert cli.trainer.strategy.max_staleness == "auto" and cli.datamodule.hparams.batch_size == 1200
