@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lightning_mspipe import APAN, JODIE, TGN, MSPipeDDPStrategy, MSPipeStrategy
+from lightning_mspipe.pipeline import parse_max_staleness
 from tests.conftest import SMALL_MODEL, small_datamodule
 
 GLOBAL_BATCH = 200
@@ -44,7 +45,7 @@ class StalenessRecord(Callback):
 def train(
     out: Path,
     launcher: str = "none",
-    max_staleness: int = 0,
+    max_staleness: int | str = 0,
     mode: str = "bounded",
     epochs: int = 1,
     max_steps: int = -1,
@@ -97,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--launcher", choices=("torchrun", "lightning", "none"), default="torchrun")
-    parser.add_argument("--max-staleness", type=int, default=0)
+    parser.add_argument("--max-staleness", type=parse_max_staleness, default=0, help="an int or 'auto'")
     parser.add_argument("--mode", default="bounded")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=-1)
