@@ -1,8 +1,9 @@
 """MSPipeDDPStrategy on 2 CPU processes (gloo), launched by torchrun and by Lightning's launcher.
 
 Each run trains a small TGN (dropout 0, most-recent neighbours) for one epoch at global batch
-200 through ``tests/distributed/ddp_worker.py``, which writes each rank's state, the memory
-versions its batches read and its metrics; the reference is the same worker in this process.
+201 (so the two ranks' slices are uneven) through ``tests/distributed/ddp_worker.py``, which
+writes each rank's state, the memory versions its batches read and its metrics; the reference
+is the same worker in this process.
 """
 
 from __future__ import annotations
