@@ -17,6 +17,7 @@ from lightning_mspipe.callbacks import (  # noqa: E402
     StalenessMitigation,
 )
 from lightning_mspipe.data import TemporalDataModule, load_dataset, load_events, synthetic_events  # noqa: E402
+from lightning_mspipe.distributed import MSPipeDDPStrategy
 from lightning_mspipe.models import (  # noqa: E402
     APAN,
     JODIE,
@@ -38,6 +39,7 @@ __all__ = [
     "EdgeBank",
     "JODIE",
     "JODIENetwork",
+    "MSPipeDDPStrategy",
     "MSPipeStrategy",
     "MemoryNetwork",
     "PipelineStats",

@@ -1,9 +1,11 @@
-"""MSPipeStrategy: Lightning's single-device strategy with MSPipe's staleness-aware pipeline."""
+"""MSPipeStrategy: Lightning's single-device strategy with MSPipe's staleness-aware pipeline, and the hooks
+it shares with :class:`~lightning_mspipe.distributed.MSPipeDDPStrategy`."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -12,19 +14,155 @@ from lightning.pytorch.strategies import SingleDeviceStrategy, StrategyRegistry
 from typing_extensions import override
 
 from lightning_mspipe.callbacks import StalenessMitigation
+from lightning_mspipe.memory.store import MemoryWrite
 from lightning_mspipe.models.base import MemoryTGNN
 from lightning_mspipe.pipeline.contract import BatchSource, missing_members
 from lightning_mspipe.pipeline.loader import FaultHook, PipelinedLoader
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 
-__all__ = ["MSPipeStrategy", "register_strategies"]
+__all__ = ["MSPipeStrategy", "PipelineHooks", "register_strategies"]
 
 log = logging.getLogger(__name__)
 
 _MEMORY_DEVICES = (None, "pinned")
 
 
-class MSPipeStrategy(SingleDeviceStrategy):
+class PipelineHooks:
+    """The Lightning hooks shared by MSPipe's strategies: the pipelined training loader and its callbacks.
+
+    A mixin placed before a Lightning strategy class (``class S(PipelineHooks, SingleDeviceStrategy)``);
+    :meth:`configure_pipeline` validates and keeps the pipeline's settings. Subclasses choose how each
+    memory write is exchanged between ranks (:meth:`write_exchange`) and whether in-flight memory
+    snapshots go into checkpoints (:attr:`keep_inflight_snapshots`).
+    """
+
+    keep_inflight_snapshots = True
+    lightning_module: Any
+    root_device: torch.device
+
+    def configure_pipeline(
+        self,
+        max_staleness: int | str,
+        mode: str,
+        mitigation: StalenessMitigation | None,
+        memory_device: str | None,
+        max_auto_staleness: int,
+        timeout: float,
+    ) -> None:
+        """Validate and keep the pipeline's settings (see :class:`MSPipeStrategy` for their meaning).
+
+        Raises:
+            ValueError: on an unknown mode or memory device, ``mode="exact"`` with ``"auto"``, or a timeout ≤ 0.
+            TypeError: on a mitigation that is not a :class:`~lightning_mspipe.callbacks.StalenessMitigation`.
+        """
+        name = type(self).__name__
+        self.max_staleness = parse_max_staleness(max_staleness)
+        if mode not in MODES:
+            raise ValueError(f"{name}: unknown mode {mode!r}; choose one of {MODES}.")
+        if mode == "exact" and self.max_staleness == "auto":
+            raise ValueError(f"{name}: mode='exact' needs a fixed max_staleness (an int), not 'auto'.")
+        if memory_device not in _MEMORY_DEVICES:
+            raise ValueError(f"{name}: unknown memory_device {memory_device!r}; choose None or 'pinned'.")
+        if mitigation is not None and not isinstance(mitigation, StalenessMitigation):
+            raise TypeError(f"{name}: mitigation must be a StalenessMitigation, got {type(mitigation).__name__}.")
+        if timeout <= 0:
+            raise ValueError(f"{name}: timeout must be > 0 seconds, got {timeout}.")
+        self.mode, self.mitigation, self.memory_device = mode, mitigation, memory_device
+        self.max_auto_staleness, self.timeout = max_auto_staleness, timeout
+        self.pipeline: PipelinedLoader | None = None  # the last training pipeline (kept for its statistics)
+        self.fault_hook: FaultHook | None = None  # tests: called before each producer stage
+
+    def write_exchange(self) -> Callable[[int, MemoryWrite], MemoryWrite] | None:
+        """How the writer lane maps each rank's memory write to the one applied; ``None``: as it is (one device)."""
+        return None
+
+    @override
+    def connect(self, model: L.LightningModule) -> None:
+        if not isinstance(model, MemoryTGNN):
+            raise TypeError(
+                f"{type(self).__name__} trains memory-based TGNNs (TGN, JODIE, APAN); got {type(model).__name__}, "
+                "which is not a lightning_mspipe.models.MemoryTGNN."
+            )
+        super().connect(model)  # type: ignore[misc]
+        trainer = model._trainer
+        if trainer is not None:
+            self._add_mitigation(trainer)
+        if self.memory_device == "pinned":
+            model.memory.pin()
+
+    def _add_mitigation(self, trainer: L.Trainer) -> None:
+        mitigation = self.mitigation
+        if mitigation is not None and not any(type(c) is type(mitigation) for c in trainer.callbacks):
+            trainer.callbacks.insert(0, mitigation)
+
+    @override
+    def on_train_start(self) -> None:
+        """Refuse validation in the middle of a training epoch (see :func:`check_validation_schedule`)."""
+        super().on_train_start()  # type: ignore[misc]
+        check_validation_schedule(self.lightning_module.trainer)
+
+    @override
+    def process_dataloader(self, dataloader: object) -> object:
+        trainer = self.lightning_module.trainer
+        if not trainer.training:
+            return dataloader
+        name = type(self).__name__
+        if not isinstance(dataloader, BatchSource):
+            warnings.warn(
+                f"{name}: the training loader ({type(dataloader).__name__}) cannot be pipelined: it is not a "
+                f"lightning_mspipe.pipeline.BatchSource (it lacks {', '.join(missing_members(dataloader))}). It trains "
+                "sequentially, without the pipeline. Use TemporalDataModule's train_dataloader() or implement "
+                "BatchSource.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return dataloader
+        self.pipeline = PipelinedLoader(
+            dataloader,
+            self.lightning_module.memory,
+            max_staleness=self.max_staleness,
+            mode=self.mode,
+            device=self.root_device,
+            timeout=self.timeout,
+            max_auto_staleness=self.max_auto_staleness,
+            max_batches=lambda: trainer.num_training_batches,
+            fault_hook=self.fault_hook,
+            exchange=self.write_exchange(),
+            keep_inflight=self.keep_inflight_snapshots,
+        )
+        self.lightning_module.use_memory_writer(self.pipeline)  # stage 5 now goes to the pipeline's writer lane
+        log.info("%s: pipelining training with max_staleness=%s, mode=%s", name, self.max_staleness, self.mode)
+        return self.pipeline
+
+    @override
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The model's state once every submitted memory write is committed (checkpoints hold complete memory)."""
+        if self.pipeline is not None:
+            self.pipeline.flush_writes()
+        return super().lightning_module_state_dict()  # type: ignore[misc]
+
+    @override
+    def on_exception(self, exception: BaseException) -> None:
+        """Stop the pipeline's threads when training ends with an error or Ctrl-C."""
+        self._close_pipeline()
+        super().on_exception(exception)  # type: ignore[misc]
+
+    @override
+    def teardown(self) -> None:
+        self._close_pipeline()
+        super().teardown()  # type: ignore[misc]
+
+    def _close_pipeline(self) -> None:
+        """Stop the pipeline's threads and give the model its direct memory writer back."""
+        if self.pipeline is None:
+            return
+        self.pipeline.close()
+        module = self.lightning_module
+        if isinstance(module, MemoryTGNN) and module.memory_writer is self.pipeline:
+            module.use_memory_writer(None)
+
+
+class MSPipeStrategy(PipelineHooks, SingleDeviceStrategy):
     """Trains a :class:`~lightning_mspipe.models.base.MemoryTGNN` with MSPipe's pipeline on one device.
 
     The training loader is wrapped in a :class:`~lightning_mspipe.pipeline.loader.PipelinedLoader`
@@ -53,7 +191,8 @@ class MSPipeStrategy(SingleDeviceStrategy):
         max_auto_staleness: Upper clamp of the ``"auto"`` bound.
         timeout: Seconds any pipeline wait may last before it raises with a message.
         device: The compute device; default: the device the Trainer assigns (``devices=1`` or
-            ``devices=[i]``). Multi-device training is refused (see :attr:`parallel_devices`).
+            ``devices=[i]``). Several devices need
+            :class:`~lightning_mspipe.distributed.MSPipeDDPStrategy` (see :attr:`parallel_devices`).
     """
 
     strategy_name = "mspipe"
@@ -72,21 +211,7 @@ class MSPipeStrategy(SingleDeviceStrategy):
         super().__init__(device=device if device is not None else "cpu", **kwargs)
         self._device_given = device is not None
         self._parallel_devices: list[torch.device] | None = None
-        self.max_staleness = parse_max_staleness(max_staleness)
-        if mode not in MODES:
-            raise ValueError(f"MSPipeStrategy: unknown mode {mode!r}; choose one of {MODES}.")
-        if mode == "exact" and self.max_staleness == "auto":
-            raise ValueError("MSPipeStrategy: mode='exact' needs a fixed max_staleness (an int), not 'auto'.")
-        if memory_device not in _MEMORY_DEVICES:
-            raise ValueError(f"MSPipeStrategy: unknown memory_device {memory_device!r}; choose None or 'pinned'.")
-        if mitigation is not None and not isinstance(mitigation, StalenessMitigation):
-            raise TypeError(f"MSPipeStrategy: mitigation must be a StalenessMitigation, got {type(mitigation).__name__}.")
-        if timeout <= 0:
-            raise ValueError(f"MSPipeStrategy: timeout must be > 0 seconds, got {timeout}.")
-        self.mode, self.mitigation, self.memory_device = mode, mitigation, memory_device
-        self.max_auto_staleness, self.timeout = max_auto_staleness, timeout
-        self.pipeline: PipelinedLoader | None = None  # the last training pipeline (kept for its statistics)
-        self.fault_hook: FaultHook | None = None  # tests: called before each producer stage
+        self.configure_pipeline(max_staleness, mode, mitigation, memory_device, max_auto_staleness, timeout)
 
     @property
     def parallel_devices(self) -> list[torch.device] | None:
@@ -98,9 +223,9 @@ class MSPipeStrategy(SingleDeviceStrategy):
         if devices is not None and len(devices) > 1:
             raise ValueError(
                 f"MSPipeStrategy trains on one device, but the Trainer asked for {len(devices)} "
-                f"({', '.join(str(d) for d in devices)}). Multi-device training needs the planned "
-                "MSPipeDDPStrategy (strategy='mspipe_ddp'), which is not available yet; pass devices=1, or "
-                "devices=[i] to train on device i."
+                f"({', '.join(str(d) for d in devices)}). For several devices or nodes use "
+                "MSPipeDDPStrategy (strategy='mspipe_ddp', or lightning_mspipe.MSPipeDDPStrategy(...)); "
+                "or pass devices=1, or devices=[i] to train on device i."
             )
         self._parallel_devices = devices
 
@@ -111,88 +236,6 @@ class MSPipeStrategy(SingleDeviceStrategy):
         if self._device_given or not self._parallel_devices:
             return self._root_device
         return torch.device(self._parallel_devices[0])
-
-    @override
-    def connect(self, model: L.LightningModule) -> None:
-        if not isinstance(model, MemoryTGNN):
-            raise TypeError(
-                f"MSPipeStrategy trains memory-based TGNNs (TGN, JODIE, APAN); got {type(model).__name__}, "
-                "which is not a lightning_mspipe.models.MemoryTGNN."
-            )
-        super().connect(model)
-        trainer = model._trainer
-        if trainer is not None:
-            self._add_mitigation(trainer)
-        if self.memory_device == "pinned":
-            model.memory.pin()
-
-    def _add_mitigation(self, trainer: L.Trainer) -> None:
-        mitigation = self.mitigation
-        if mitigation is not None and not any(type(c) is type(mitigation) for c in trainer.callbacks):
-            trainer.callbacks.insert(0, mitigation)
-
-    @override
-    def on_train_start(self) -> None:
-        """Refuse validation in the middle of a training epoch (see :func:`check_validation_schedule`)."""
-        super().on_train_start()
-        check_validation_schedule(self.lightning_module.trainer)
-
-    @override
-    def process_dataloader(self, dataloader: object) -> object:
-        trainer = self.lightning_module.trainer
-        if not trainer.training:
-            return dataloader
-        if not isinstance(dataloader, BatchSource):
-            warnings.warn(
-                f"MSPipeStrategy: the training loader ({type(dataloader).__name__}) cannot be pipelined: it is not a "
-                f"lightning_mspipe.pipeline.BatchSource (it lacks {', '.join(missing_members(dataloader))}). It trains "
-                "sequentially, without the pipeline. Use TemporalDataModule's train_dataloader() or implement "
-                "BatchSource.",
-                UserWarning,
-                stacklevel=2,
-            )
-            return dataloader
-        self.pipeline = PipelinedLoader(
-            dataloader,
-            self.lightning_module.memory,
-            max_staleness=self.max_staleness,
-            mode=self.mode,
-            device=self.root_device,
-            timeout=self.timeout,
-            max_auto_staleness=self.max_auto_staleness,
-            max_batches=lambda: trainer.num_training_batches,
-            fault_hook=self.fault_hook,
-        )
-        self.lightning_module.use_memory_writer(self.pipeline)  # stage 5 now goes to the pipeline's writer lane
-        log.info("MSPipeStrategy: pipelining training with max_staleness=%s, mode=%s", self.max_staleness, self.mode)
-        return self.pipeline
-
-    @override
-    def lightning_module_state_dict(self) -> dict[str, Any]:
-        """The model's state once every submitted memory write is committed (checkpoints hold complete memory)."""
-        if self.pipeline is not None:
-            self.pipeline.flush_writes()
-        return super().lightning_module_state_dict()
-
-    @override
-    def on_exception(self, exception: BaseException) -> None:
-        """Stop the pipeline's threads when training ends with an error or Ctrl-C."""
-        self._close_pipeline()
-        super().on_exception(exception)
-
-    @override
-    def teardown(self) -> None:
-        self._close_pipeline()
-        super().teardown()
-
-    def _close_pipeline(self) -> None:
-        """Stop the pipeline's threads and give the model its direct memory writer back."""
-        if self.pipeline is None:
-            return
-        self.pipeline.close()
-        module = self.lightning_module
-        if isinstance(module, MemoryTGNN) and module.memory_writer is self.pipeline:
-            module.use_memory_writer(None)
 
     @classmethod
     @override
@@ -225,6 +268,9 @@ def check_validation_schedule(trainer: L.Trainer) -> None:
 
 
 def register_strategies() -> None:
-    """Register ``"mspipe"`` with Lightning's StrategyRegistry (idempotent)."""
-    if MSPipeStrategy.strategy_name not in StrategyRegistry:
-        MSPipeStrategy.register_strategies(StrategyRegistry)
+    """Register ``"mspipe"`` and ``"mspipe_ddp"`` with Lightning's StrategyRegistry (idempotent)."""
+    from lightning_mspipe.distributed.strategy import MSPipeDDPStrategy  # it builds on this module
+
+    for strategy in (MSPipeStrategy, MSPipeDDPStrategy):
+        if strategy.strategy_name not in StrategyRegistry:
+            strategy.register_strategies(StrategyRegistry)

@@ -91,6 +91,8 @@ class TemporalBatch(_Transferable):
         neg_mask: Which negatives are real where events have fewer than ``Q`` (TGB's evaluation
             negatives); a padded slot holds the event's own destination and never counts in a
             metric. ``None``: all are real.
+        global_size: Events of the global batch this batch is one rank's slice of (several ranks;
+            the loss scales by ``size / global_size``), or ``None``: the batch is the global batch.
 
     Shapes:
         - eids, src, dst: ``[B]`` int64; t: ``[B]`` float64
@@ -113,6 +115,7 @@ class TemporalBatch(_Transferable):
     memory: Any = None
     memory_index: Tensor | None = None
     neg_mask: Tensor | None = None
+    global_size: int | None = None
 
     @property
     def size(self) -> int:

@@ -24,7 +24,8 @@ class TemporalBatchLoader:
 
     Batch ``j`` holds the split's events ``j·batch_size … (j+1)·batch_size − 1`` in stream order
     (never shuffled). With ``world_size = W > 1``, rank ``r`` gets the ``r``-th of ``W`` contiguous
-    slices of every global batch.
+    slices of every global batch (``batch.global_size`` is the global batch's size); negatives are
+    drawn for the global batch and then sliced, so they do not depend on the number of ranks.
 
     Neighbour visibility (DESIGN.md §2): with ``visibility="time"`` (the default, as in TGN's
     reference code, TGL and DyGLib) a root sees every event strictly earlier than its own time,
@@ -90,6 +91,14 @@ class TemporalBatchLoader:
                 f"TemporalBatchLoader: batch_size {batch_size} is smaller than world_size {world_size}; "
                 "every rank needs at least one event per batch."
             )
+        last = eids.numel() % batch_size
+        if world_size > 1 and 0 < last < world_size:
+            raise ValueError(
+                f"TemporalBatchLoader: the last global batch of this split has {last} events "
+                f"({eids.numel()} events, batch_size {batch_size}), fewer than the {world_size} ranks, so a rank "
+                "would get an empty slice. Choose a batch_size for which every batch has at least one event per "
+                "rank (the remainder of events / batch_size is 0 or ≥ world_size)."
+            )
         self.events = events
         self.eids = eids
         self.graph = graph
@@ -121,20 +130,22 @@ class TemporalBatchLoader:
         positions = torch.arange(start, stop)
         # "batch": the whole global batch is hidden from every rank; "time": the time rule alone
         hide_from = int(self.eids[start]) if self.visibility == "batch" else None
-        if self.world_size > 1:
-            positions = torch.tensor_split(positions, self.world_size)[self.rank]
-        eids = self.eids[positions]
-        src, dst, t = self.events.src[eids], self.events.dst[eids], self.events.t[eids]
         generator = batch_generator(self.seed, self.epoch, index)
         neg_mask = None
         if self.negatives is not None:
             neg_dst = self.negatives[positions]
             if self._padded:
                 neg_mask = neg_dst >= 0
-                neg_dst = torch.where(neg_mask, neg_dst, dst.unsqueeze(1))
-        else:
+                neg_dst = torch.where(neg_mask, neg_dst, self.events.dst[self.eids[positions]].unsqueeze(1))
+        else:  # drawn for the global batch, then sliced: the same negatives whatever the number of ranks
             assert self.negative_sampler is not None
-            neg_dst = self.negative_sampler.sample(dst, self.num_negatives, generator)
+            neg_dst = self.negative_sampler.sample(self.events.dst[self.eids[positions]], self.num_negatives, generator)
+        if self.world_size > 1:
+            rows = torch.tensor_split(torch.arange(positions.numel()), self.world_size)[self.rank]
+            positions, neg_dst = positions[rows], neg_dst[rows]
+            neg_mask = None if neg_mask is None else neg_mask[rows]
+        eids = self.eids[positions]
+        src, dst, t = self.events.src[eids], self.events.dst[eids], self.events.t[eids]
         batch = TemporalBatch(
             index=index,
             eids=eids,
@@ -144,6 +155,7 @@ class TemporalBatchLoader:
             t=t,
             new_node=None if self.new_node is None else self.new_node[positions],
             neg_mask=neg_mask,
+            global_size=stop - start,
         )
         batch.neighbors = self.graph.sample(
             batch.roots(),

@@ -41,9 +41,14 @@ class MemorySnapshot(_Transferable):
 class MemoryWrite(_Transferable):
     """One batch's update of the store (stage 5's input).
 
+    ``own_mail`` says which mails come from the receiver's own event rather than one delivered to
+    it as a temporal neighbour (APAN); when writes of several ranks merge, an own mail wins over
+    a delivered one (:func:`~lightning_mspipe.memory.exchange.merge_writes`). ``None``: all are own.
+
     Shapes:
         - nodes: ``[W]`` int64, unique; memory: ``[W, D]``; last_update: ``[W]`` float64
-        - mail_nodes: ``[V]`` int64, unique; mail: ``[V, D_mail]``; mail_ts: ``[V]`` float64
+        - mail_nodes: ``[V]`` int64, unique; mail: ``[V, D_mail]``; mail_ts: ``[V]`` float64;
+          own_mail: ``[V]`` bool or ``None``
     """
 
     nodes: Tensor
@@ -52,6 +57,7 @@ class MemoryWrite(_Transferable):
     mail_nodes: Tensor
     mail: Tensor
     mail_ts: Tensor
+    own_mail: Tensor | None = None
 
 
 def last_occurrence(nodes: Tensor) -> tuple[Tensor, Tensor]:

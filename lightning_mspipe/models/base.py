@@ -11,6 +11,7 @@ from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.epoch_stop import mark_epoch_unfinished
+from lightning_mspipe.memory.exchange import MemoryWriteExchange
 from lightning_mspipe.memory.phases import MemoryPhases
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
 from lightning_mspipe.memory.writer import DirectWriter, MemoryWriter
@@ -110,6 +111,18 @@ class MemoryTGNN(L.LightningModule):
         """Where training steps hand their memory writes (see :mod:`lightning_mspipe.memory.writer`)."""
         return self._memory_writer
 
+    def apply_memory_write(self, write: MemoryWrite) -> int:
+        """Apply a write outside the training pipeline (a plain step, validation, test); returns the new version.
+
+        Under a strategy that keeps one memory on several ranks (a
+        :class:`~lightning_mspipe.memory.exchange.MemoryWriteExchange`) the write of every rank is
+        gathered and merged first: a collective, so every rank must call it for the same batch.
+        """
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, MemoryWriteExchange):
+            write = strategy.exchange_memory_write(write)
+        return self.memory.scatter(write)
+
     def use_memory_writer(self, writer: MemoryWriter | None) -> None:
         """Hand the training writes to ``writer`` from now on; ``None`` restores the direct writer.
 
@@ -169,7 +182,7 @@ class MemoryTGNN(L.LightningModule):
         out = self(batch)
         if metrics is not None:
             metrics.update(out.pos, out.neg, batch.new_node, batch.neg_mask)
-        self.memory.scatter(self.memory_write(batch, out.memory))
+        self.apply_memory_write(self.memory_write(batch, out.memory))
 
     def on_validation_start(self) -> None:
         self.flush_memory_writes()  # validation continues from the memory of every training batch so far

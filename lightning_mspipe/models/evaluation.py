@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
@@ -20,6 +21,11 @@ class LinkEvaluation(nn.Module):
     AP and AUROC score each positive against its first negative (column 0, fixed and seeded);
     the ``_inductive`` variants do the same over events that touch a node unseen in training;
     MRR ranks each positive among all its ``Q`` negatives (only when ``Q > 1``).
+
+    With several ranks (each scoring its slice of every batch) :meth:`compute` equals the metric
+    of one process over all events: AP and AUROC gather every rank's scores (torchmetrics' ``cat``
+    states), MRR sums reciprocal ranks and counts, and whether inductive or ranked metrics exist
+    is agreed across ranks first (every rank then runs the same collectives).
 
     Args:
         prefix: Metric name prefix, for example ``"val"`` or ``"test"``.
@@ -65,6 +71,7 @@ class LinkEvaluation(nn.Module):
 
     def compute(self) -> dict[str, Tensor]:
         """Metrics named ``{prefix}/ap``, ``{prefix}/auroc``, ``{prefix}/ap_inductive``, ... ``{prefix}/mrr``."""
+        self._agree_across_ranks()
         out = {"ap": self.ap.compute(), "auroc": self.auroc.compute()}
         if self._inductive_seen:
             out["ap_inductive"] = self.ap_inductive.compute()
@@ -72,6 +79,14 @@ class LinkEvaluation(nn.Module):
         if self._ranked:
             out["mrr"] = self.mrr.compute()
         return {f"{self.prefix}/{name}": value for name, value in out.items()}
+
+    def _agree_across_ranks(self) -> None:
+        """Make the inductive and ranked flags true on every rank if one rank saw such events (one all-reduce)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        flags = torch.tensor([self._inductive_seen, self._ranked], dtype=torch.int32, device=self.mrr.count.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        self._inductive_seen, self._ranked = bool(flags[0]), bool(flags[1])
 
     def reset(self) -> None:
         for metric in (self.ap, self.auroc, self.ap_inductive, self.auroc_inductive, self.mrr):

@@ -140,7 +140,8 @@ class MemoryNetwork(nn.Module):
         Shapes:
             - nodes: ``[2B]`` endpoints in event order (src, dst of event 0, then of event 1, …);
               mails: ``[2B, D_mail]``; times: ``[2B]``
-            - returned: ``[V]`` receivers with their mails ``[V, D_mail]`` and times ``[V]``
+            - returned: ``[V]`` receivers with their mails ``[V, D_mail]`` and times ``[V]``; the
+              endpoints' own mails are the last ``2B`` (:meth:`memory_write` relies on it)
         """
         if self.deliver_to == "self":
             return nodes, mails, times
@@ -214,6 +215,7 @@ class MemoryNetwork(nn.Module):
             mail_nodes=receivers,
             mail=mail_data[last_mail],
             mail_ts=mail_times[last_mail],
+            own_mail=last_mail >= mail_nodes.numel() - nodes.numel(),  # mail_receivers puts the endpoints last
         )
 
 

@@ -60,6 +60,12 @@ class PipelinedLoader:
         max_batches: Callable giving how many batches of the epoch will be trained (Lightning's
             ``limit_train_batches``), or ``None`` for all.
         fault_hook: Test hook called as ``hook(stage, index, stop_event)`` before each stage.
+        exchange: Passed to the :class:`~lightning_mspipe.pipeline.writer.WriterLane`: maps each
+            write to the one applied (several ranks: all ranks' writes merged), or ``None``.
+        keep_inflight: Save and restore the memory snapshots of in-flight batches in the state
+            (exact mid-epoch resume). With several ranks they are one rank's slices while a
+            checkpoint holds rank 0's state, so the distributed strategy turns this off: those
+            batches fetch memory again on resume (fresher, within the bound).
     """
 
     def __init__(
@@ -76,8 +82,11 @@ class PipelinedLoader:
         drift: float = 0.25,
         max_batches: Callable[[], int | float] | None = None,
         fault_hook: FaultHook | None = None,
+        exchange: Callable[[int, MemoryWrite], MemoryWrite] | None = None,
+        keep_inflight: bool = True,
     ) -> None:
         self.max_staleness = parse_max_staleness(max_staleness)
+        self.keep_inflight = keep_inflight
         if mode not in MODES:
             raise ValueError(f"PipelinedLoader: unknown mode {mode!r}; choose one of {MODES}.")
         if mode == "exact" and self.max_staleness == "auto":
@@ -94,7 +103,7 @@ class PipelinedLoader:
         fixed = 0 if self.auto is not None else int(self.max_staleness)
         self.gate = StalenessGate(store, fixed, mode, timeout, writer_state=lambda: self.writer.describe())
         self.writer = WriterLane(store, self.device, self.profile, timeout, hold=self.gate.hold_write,
-                                 fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT))
+                                 fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT), exchange=exchange)
         capacity = (max_auto_staleness if self.auto is not None else fixed) + 2
         self.lane: ProducerLane[TemporalBatch] = ProducerLane(
             "mspipe-producer", capacity, self.device, timeout,
@@ -302,7 +311,7 @@ class PipelinedLoader:
         inflight = {
             batch.index: {"memory": vars(batch.memory.to("cpu")), "memory_index": batch.memory_index.cpu()}
             for batch in self.gate.inflight()
-            if batch.memory is not None and batch.memory.version < version
+            if self.keep_inflight and batch.memory is not None and batch.memory.version < version
         }
         return {"loader": self.loader.state_dict(), "inflight": inflight, "max_staleness": self.max_staleness,
                 "bound": self.bound, "auto": None if self.auto is None else self.auto.state_dict()}
@@ -327,6 +336,7 @@ class PipelinedLoader:
         self._restored_snapshots = {
             int(index): (MemorySnapshot(**entry["memory"]).to(self.device), entry["memory_index"].to(self.device))
             for index, entry in state["inflight"].items()
+            if self.keep_inflight
         }
         if self.auto is not None:
             self.auto.load_state_dict(state["auto"])

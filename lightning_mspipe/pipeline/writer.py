@@ -7,6 +7,11 @@ CUDA after the writer's stream has finished it). Before applying the write of ba
 writer calls ``hold(i)`` (the exact-mode hold of the staleness gate). A failure in the writer
 is re-raised in the training thread naming the batch; every wait has a timeout that names
 what it waited for.
+
+With several ranks, ``exchange`` maps each rank's write to the write of all ranks merged (an
+all-gather on the exchange's own process group, so it never interleaves with the training
+thread's gradient collectives); it runs in this thread in batch order, so every rank issues
+the same collectives in the same order.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class WriterLane:
         hold: Called with the batch index before each write (the exact-mode hold); may block.
         fault_hook: Test hook called as ``hook("write", index, stop_event)`` before each write.
         join_timeout: Seconds :meth:`close` waits for the thread to end.
+        exchange: Maps this rank's write of a batch to the write to apply (``exchange(index, write)``;
+            the distributed strategy merges all ranks' writes), or ``None``: apply it as it is.
     """
 
     def __init__(
@@ -55,8 +62,10 @@ class WriterLane:
         hold: Callable[[int], None] = lambda index: None,
         fault_hook: Callable[[str, int, Any], None] | None = None,
         join_timeout: float = JOIN_TIMEOUT,
+        exchange: Callable[[int, MemoryWrite], MemoryWrite] | None = None,
     ) -> None:
         self.store, self.profile, self.timeout, self.hold = store, profile, timeout, hold
+        self.exchange = exchange
         self.fault_hook, self.join_timeout = fault_hook, join_timeout
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -168,6 +177,10 @@ class WriterLane:
         run.enter("write", index)
         if event is not None:
             event.synchronize()  # the step's kernels are done, so the clock below times the write alone
+        if self.exchange is not None:
+            run.enter("exchange write", index)
+            write = self.exchange(index, write)
+            run.enter("write", index)
         with StageClock(self.profile, "write", index):
             self.store.scatter(write, synchronize=True)  # the version advances once the device is done
         with self._cv:

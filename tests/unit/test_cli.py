@@ -13,7 +13,7 @@ import torch
 import yaml
 from typing_extensions import override
 
-from lightning_mspipe import MSPipeStrategy, __version__
+from lightning_mspipe import MSPipeDDPStrategy, MSPipeStrategy, __version__
 from lightning_mspipe.cli import CommandLineError, MSPipeCLI, main
 from lightning_mspipe.data import load_events
 
@@ -304,3 +304,27 @@ def test_protocol_recipe_tests_the_best_checkpoint(model, monkeypatch, tmp_path,
     if model == "tgn":
         assert cli.trainer.ckpt_path == cli.trainer.checkpoint_callback.best_model_path  # the test's checkpoint
     assert "test/ap" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "max_staleness"),
+    [
+        (["--trainer.strategy", "mspipe_ddp", "--trainer.strategy.max_staleness", "1",
+          "--trainer.strategy.lr_scaling", "sqrt"], 1),
+        (["--trainer.strategy", "mspipe_ddp"], 2),
+    ],
+    ids=["name_then_arguments", "name_alone"],
+)
+def test_the_ddp_strategy_name_takes_arguments(args, max_staleness, tmp_path):
+    cli = MSPipeCLI(args=[*args, *TINY, *QUIET, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                          "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert isinstance(cli.trainer.strategy, MSPipeDDPStrategy) and cli.trainer.world_size == 2
+    assert cli.trainer.strategy.max_staleness == max_staleness
+
+
+def test_the_distributed_recipe_builds_the_ddp_strategy_on_two_processes(tmp_path):
+    recipe = RECIPES / "distributed" / "tgn_synthetic_ddp.yaml"
+    cli = MSPipeCLI(args=["--config", str(recipe), *QUIET, "--trainer.default_root_dir", str(tmp_path)],
+                    run=False)
+    assert isinstance(cli.trainer.strategy, MSPipeDDPStrategy) and cli.trainer.world_size == 2
+    assert cli.trainer.strategy.max_staleness == "auto" and cli.datamodule.hparams.batch_size == 1200

@@ -10,6 +10,7 @@ import pytest
 import lightning_mspipe
 import lightning_mspipe.data
 from lightning_mspipe import callbacks, models, strategy
+from lightning_mspipe.distributed import strategy as ddp_strategy
 from lightning_mspipe.pipeline import stages
 from lightning_mspipe.data import datamodule, formats, registry, synthetic
 
@@ -26,6 +27,7 @@ TOP_LEVEL = {
     "APANNetwork": models.APANNetwork,
     "fetch_memory": stages.fetch_memory,
     "MSPipeStrategy": strategy.MSPipeStrategy,
+    "MSPipeDDPStrategy": ddp_strategy.MSPipeDDPStrategy,
     "TemporalDataModule": datamodule.TemporalDataModule,
     "load_events": formats.load_events,
     "load_dataset": registry.load_dataset,

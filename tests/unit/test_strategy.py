@@ -24,9 +24,9 @@ def test_a_trainer_on_one_cpu_assigns_the_cpu():
     assert trainer.strategy.root_device == torch.device("cpu")
 
 
-def test_more_than_one_device_is_refused_naming_the_planned_ddp_strategy():
-    with pytest.raises(ValueError, match=r"asked for 2 \(cpu, cpu\)\. Multi-device training needs the planned "
-                                         r"MSPipeDDPStrategy \(strategy='mspipe_ddp'\)"):
+def test_more_than_one_device_is_refused_naming_the_ddp_strategy():
+    with pytest.raises(ValueError, match=r"asked for 2 \(cpu, cpu\)\. For several devices or nodes use "
+                                         r"MSPipeDDPStrategy \(strategy='mspipe_ddp'"):
         L.Trainer(strategy=MSPipeStrategy(), accelerator="cpu", devices=2, logger=False)
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from lightning_mspipe.data.datamodule import TemporalDataModule, chronological_split
+from lightning_mspipe.data.loader import TemporalBatchLoader
 from lightning_mspipe.data.negatives import DestinationSampler, batch_generator, fixed_negatives
 from lightning_mspipe.data.synthetic import synthetic_events
 
@@ -110,6 +111,24 @@ def test_rank_slices_partition_each_global_batch(dm):
     for batches in zip(*loaders):
         merged = torch.cat([b.eids for b in batches])
         assert torch.equal(merged, dm.split.train[batches[0].index * 200 : batches[0].index * 200 + merged.numel()])
+
+
+def test_rank_slices_draw_the_negatives_and_sizes_of_one_process(dm):
+    whole = dm.train_dataloader()
+    slices = [dm.train_dataloader() for _ in range(2)]
+    for rank, loader in enumerate(slices):
+        loader.rank, loader.world_size = rank, 2
+    for index in (0, len(whole) - 1):  # the last batch is partial
+        expected = whole.sample(index)
+        parts = [loader.sample(index) for loader in slices]
+        assert torch.equal(torch.cat([p.neg_dst for p in parts]), expected.neg_dst)
+        assert all(p.global_size == expected.global_size == expected.size for p in parts)
+
+
+def test_a_rank_without_events_in_the_last_batch_is_refused():
+    with pytest.raises(ValueError, match=r"last global batch of this split has 2 events .* fewer than the 3 ranks"):
+        TemporalBatchLoader(synthetic_events(20, 102), torch.arange(102), None, 50, 5,
+                            negative_sampler=DestinationSampler(torch.arange(20)), rank=0, world_size=3)
 
 
 def test_fixed_negatives_are_seeded():

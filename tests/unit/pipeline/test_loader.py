@@ -89,9 +89,9 @@ def test_the_auto_estimate_leaves_out_the_first_batch_of_the_phase(source, monke
     assert choice["sample"] < pipeline.profile.mean("sample")  # batch 0's 0.3 s is not in it
 
 
-def checkpoint_after(source, bound, batches):
+def checkpoint_after(source, bound, batches, **kwargs):
     """State of a pipeline with ``bound`` after training ``batches`` batches (exact mode), and its store."""
-    pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, mode="exact", timeout=30)
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, mode="exact", timeout=30, **kwargs)
     iterator = iter(pipeline)
     for _ in range(batches):
         batch = next(iterator)
@@ -135,3 +135,11 @@ def test_a_resumed_auto_run_keeps_the_checkpoints_choice(source):
     assert (resumed.bound, resumed.threaded, resumed.decided) == (first.bound, first.threaded, True)
     train(resumed)  # no stage times of its own yet at its first epoch start: no re-estimate from zeros
     assert resumed.choices == first.choices
+
+
+def test_without_kept_snapshots_the_state_has_none_and_a_resume_refetches(source):
+    unkept, _ = checkpoint_after(source, bound=2, batches=3, keep_inflight=False)
+    assert unkept["inflight"] == {}  # batches 3 and 4 are in flight, but their snapshots are per rank under DDP
+    state, store = checkpoint_after(source, bound=2, batches=3)  # a one-process checkpoint with snapshots
+    seen = train(resume(source, state, store, max_staleness=2, mode="exact", keep_inflight=False))
+    assert seen[0] == (3, 3)  # batch 3 fetched memory again, at the checkpoint's version
