@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +34,42 @@ class TimeEncoder(nn.Module):
             self.linear.bias.zero_()
 
     def forward(self, delta: Tensor) -> Tensor:
-        # a broadcast multiply-add: a Linear with one input column is a slow matrix product
         weight, bias = self.linear.weight.squeeze(1), self.linear.bias
         scaled = torch.log1p(delta.to(weight.dtype).abs())
-        return torch.cos(torch.addcmul(bias, scaled.unsqueeze(-1), weight))
+        return _CosineEncoding.apply(scaled, weight, bias)
+
+
+class _CosineEncoding(torch.autograd.Function):
+    """``cos(s ⊗ w + b)`` with a backward that makes three passes over the ``[*, D]`` encoding.
+
+    Autograd's chain (cos, then addcmul) makes six: sin, neg, mul, then a product and two
+    sums for the gradients of ``w`` and ``b``. Here the negation moves to the ``[D]`` results
+    and both parameter gradients come from one ``[2, N] @ [N, D]`` product. The encoding of
+    every neighbour slot is the largest tensor of a TGN step (``[R, K, D]``), so this saves
+    a noticeable share of the step on CPU.
+
+    Shapes:
+        - scaled: ``[*]``; weight, bias: ``[D]``; output: ``[*, D]``
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scaled: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        phase = torch.addcmul(bias, scaled.unsqueeze(-1), weight)  # a Linear with one input column is slower
+        ctx.save_for_backward(scaled, weight, phase)
+        return torch.cos(phase)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        scaled, weight, phase = ctx.saved_tensors
+        minus_grad_phase = torch.sin(phase).mul_(grad)  # d cos = −sin: the sign is applied to the results
+        flat = minus_grad_phase.reshape(-1, weight.numel())
+        grad_scaled = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_scaled = -(minus_grad_phase * weight).sum(-1)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            rows = torch.stack([scaled.reshape(-1), torch.ones_like(scaled.reshape(-1))])  # [2, N]
+            grad_weight, grad_bias = (-(rows @ flat)).unbind(0)
+        return grad_scaled, grad_weight, grad_bias
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: nn.Module) -> Tensor:
