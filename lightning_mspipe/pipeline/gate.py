@@ -19,6 +19,11 @@ from lightning_mspipe.pipeline.errors import PipelineTimeout, Stopped
 from lightning_mspipe.pipeline.lanes import POLL, LaneRun
 from lightning_mspipe.pipeline.schedule import StageTimes
 
+#: Seconds between checks for the previous batch's hand-over while a bounded fetch waits for it: the
+#: hand-over (``mark_taken``) does not wake a wait on the store's version, and with the stop-flag
+#: interval (``POLL``, 50 ms) the fetch started up to 50 ms late and training waited for it.
+HANDOVER_POLL = 0.001
+
 __all__ = ["StalenessGate", "fetch_delay"]
 
 SLACK = 0.1  # share of the training step kept as a safety margin before the latest start
@@ -119,7 +124,7 @@ class StalenessGate:
                 deadline = taken + fetch_delay(times())
             if deadline is not None and time.perf_counter() >= deadline:
                 return
-            wait = POLL if deadline is None else min(POLL, max(deadline - time.perf_counter(), 0.0))
+            wait = HANDOVER_POLL if deadline is None else min(POLL, max(deadline - time.perf_counter(), 0.0))
             self.store.wait_for_version(index, timeout=max(wait, 1e-4))
             if time.monotonic() - started > self.timeout:
                 return  # the gate is already satisfied; fetch rather than wait any longer
