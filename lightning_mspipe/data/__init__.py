@@ -7,12 +7,14 @@ from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.data.events import EventStream, EventStreamError
 from lightning_mspipe.data.formats import load_events
 from lightning_mspipe.data.graph import TemporalGraph
+from lightning_mspipe.data.checksums import ChecksumError
 from lightning_mspipe.data.registry import DATASETS, DataSet, DataSetUnavailableError, load_dataset
 from lightning_mspipe.data.synthetic import synthetic_events
 from lightning_mspipe.data.tgb import load_tgb
 
 __all__ = [
     "DATASETS",
+    "ChecksumError",
     "DataSet",
     "DataSetUnavailableError",
     "EventStream",

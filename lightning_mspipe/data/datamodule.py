@@ -127,8 +127,8 @@ class TemporalDataModule(L.LightningDataModule):
         seed: Seed of the split, the negatives and the synthetic data.
         synthetic_nodes, synthetic_events, synthetic_edge_dim: Size and edge-feature width of
             the built-in synthetic stream (:func:`~lightning_mspipe.data.synthetic_events`).
-        read_options: Extra keyword arguments for the reader (with ``name``, also ``cache_dir``
-            and ``url`` of :func:`~lightning_mspipe.data.load_dataset`).
+        read_options: Extra keyword arguments for the reader (with ``name``, also ``cache_dir``,
+            ``url`` and ``sha256`` of :func:`~lightning_mspipe.data.load_dataset`).
 
     Raises:
         ValueError: on more than one of ``events``, ``path`` and ``name``, a ``format`` with

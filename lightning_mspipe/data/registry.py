@@ -7,8 +7,13 @@ there by hand is used as it is, so the data sets also work with no network.
 Checksums: none of the registered files has a published checksum, and the copies in
 ``../shared/datasets`` are not byte-identical to them (the Wikipedia copy lacks JODIE's 172
 feature columns; the UCI and Enron copies are members of another archive, not Zenodo's zip; the
-US Legis copy is a different source file). So every entry has ``sha256=None`` and downloads are
-not verified; an entry that gains a known hash is checked on download and on every later use.
+US Legis copy is a different source file). So every entry has ``sha256=None``, and files are
+trusted on first use (:mod:`~lightning_mspipe.data.checksums`): the first download (or the first
+use of a file saved by hand) records the file's SHA-256 in ``<cache>/<file>.sha256.json``, and
+every later use checks the file against it (hashing it again only when its size or modification
+time changed), and so does a later download of the same file. A known hash, the entry's
+``sha256`` or one given to :func:`load_dataset`, takes the recorded one's place and is checked on
+download and on every use. An archive is checked; the members unpacked from it are not.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from lightning_mspipe.data.checksums import check_sha256, verify_file
 from lightning_mspipe.data.events import EventStream
 from lightning_mspipe.data.formats import load_events
 
@@ -54,8 +61,8 @@ class DataSet:
         source: Who published the data (named when the file cannot be had).
         read_options: Keyword arguments for :func:`~lightning_mspipe.data.load_events`.
         members: Archive members to unpack (empty: ``file`` is read as it is).
-        sha256: The file's known SHA-256, or ``None`` when none is known (the download is then
-            not verified).
+        sha256: The file's known SHA-256, checked on download and on every use, or ``None`` when
+            none is known (the hash of the first copy is then recorded and checked from then on).
     """
 
     name: str
@@ -119,7 +126,12 @@ def default_cache_dir() -> Path:
 
 
 def load_dataset(
-    name: str, *, cache_dir: str | Path | None = None, url: str | None = None, **read_options: Any
+    name: str,
+    *,
+    cache_dir: str | Path | None = None,
+    url: str | None = None,
+    sha256: str | None = None,
+    **read_options: Any,
 ) -> EventStream:
     """Read a registered public data set, downloading it into the cache on first use.
 
@@ -129,6 +141,8 @@ def load_dataset(
         cache_dir: Where files are kept (default :func:`default_cache_dir`).
         url: A mirror: a base URL, a ``file://`` URL or a folder holding the published file under
             its own name (default ``$MSPIPE_DATA_URL``, else where the file is published).
+        sha256: The SHA-256 the file must have (over the registry's), checked on download and
+            on every use; default: the registry's, else the one recorded at first use.
         **read_options: Options for :func:`~lightning_mspipe.data.load_events`, over the
             registry's (for example ``edge_features=True`` for DyGLib's zero tables).
 
@@ -136,11 +150,14 @@ def load_dataset(
         The events, named ``name``.
 
     Memory: the whole file is downloaded, then parsed as by ``load_events``; JODIE's Reddit
-    file is about 1.5 GB of text.
+    file is about 1.5 GB of text. Cost: a downloaded file, or a cached one whose size or
+    modification time changed since it was last hashed, is hashed once (a few seconds per GB).
 
     Raises:
         ValueError: an unknown name (the message lists the known ones), a mirror URL with an
-            unknown scheme, or a download whose SHA-256 differs from the known one.
+            unknown scheme, or a ``sha256`` that is not 64 hex digits.
+        ChecksumError: (a ``ValueError``) the file's SHA-256 is not the known or recorded one; the
+            message names the file, both hashes and what to do (a download is not kept).
         DataSetUnavailableError: the file is not in the cache and cannot be downloaded; the
             message gives the URL and the path to save the file at by hand.
         ModuleNotFoundError: ``pooch`` is not installed.
@@ -153,14 +170,19 @@ def load_dataset(
             "`TemporalDataModule(name=...)` or `load_tgb`)."
         )
     cache = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).resolve()
-    _fetch(entry, entry.url(url or os.environ.get(MIRROR_ENV) or None), cache)
+    if sha256 is not None:
+        expected = check_sha256(sha256, f"`load_dataset`: {name}: sha256")
+        expected_from = "the one given (`sha256=`)"
+    else:
+        expected, expected_from = entry.sha256, f"the registered one (DATASETS[{name!r}].sha256)"
+    _fetch(entry, entry.url(url or os.environ.get(MIRROR_ENV) or None), cache, expected, expected_from)
     options = {**entry.read_options, **read_options}
     return load_events(cache / entry.read, **options).with_name(name)
 
 
-def _fetch(entry: DataSet, location: str, cache: Path) -> None:
-    """Download ``entry.file`` from ``location`` into ``cache`` unless a copy with the right hash is
-    there, then unpack its members."""
+def _fetch(entry: DataSet, location: str, cache: Path, expected: str | None, expected_from: str) -> None:
+    """Download ``entry.file`` from ``location`` into ``cache`` unless it is there, check its SHA-256
+    (:func:`~lightning_mspipe.data.checksums.verify_file`), then unpack its members."""
     pooch = _pooch()
     scheme = urlparse(location).scheme
     local = scheme in ("", "file") or len(scheme) == 1  # a path, or a Windows drive letter
@@ -169,26 +191,39 @@ def _fetch(entry: DataSet, location: str, cache: Path) -> None:
             f"`load_dataset`: {entry.name}: cannot download {location}; give a mirror URL with one of the "
             f"schemes {', '.join(_SCHEMES)}, or a folder."
         )
-    processor = pooch.Unzip(members=list(entry.members), extract_dir=str(cache)) if entry.members else None
-    if not (cache / entry.file).is_file():
-        log.info("load_dataset: %s: downloading %s to %s", entry.name, location, cache / entry.file)
+    target = cache / entry.file
+    downloaded = not target.is_file()
+    if downloaded:
+        _download(pooch, entry, location, cache, local)
+    verify_file(
+        target,
+        expected=expected,
+        expected_from=expected_from,
+        downloaded_from=location if downloaded else None,
+        what=f"`load_dataset`: {entry.name}",
+    )
+    if entry.members:
+        try:  # a fresh download is unpacked again; a cached archive only when members are missing
+            pooch.Unzip(members=list(entry.members), extract_dir=str(cache))(
+                str(target), "download" if downloaded else "fetch", None
+            )
+        except (OSError, zipfile.BadZipFile) as error:
+            raise DataSetUnavailableError(
+                f"`load_dataset`: cannot unpack {entry.name} from {target} "
+                f"({type(error).__name__}: {error}). "
+                f"Delete {target} to download it again."
+            ) from error
+
+
+def _download(pooch: Any, entry: DataSet, location: str, cache: Path, local: bool) -> None:
+    """Download ``entry.file`` from ``location`` to ``cache`` with ``pooch`` (not verified here)."""
+    log.info("load_dataset: %s: downloading %s to %s", entry.name, location, cache / entry.file)
     pooch_log = pooch.get_logger()
     level = pooch_log.level
     pooch_log.setLevel(logging.WARNING)  # pooch prints every download to stderr; we log it above
     try:
-        pooch.retrieve(
-            location,
-            known_hash=entry.sha256,
-            fname=entry.file,
-            path=cache,
-            processor=processor,
-            downloader=_copy_local if local else None,
-        )
-    except ValueError as error:  # the only ValueError pooch raises here: a hash mismatch
-        raise ValueError(
-            f"`load_dataset`: {entry.name}: the file from {location} is not the registered one ({error}). "
-            f"It was not kept; check the mirror, or save the right file as {cache / entry.file}."
-        ) from error
+        downloader = _copy_local if local else None
+        pooch.retrieve(location, known_hash=None, fname=entry.file, path=cache, downloader=downloader)
     except Exception as error:  # noqa: BLE001 - any failure to get the file gets the same advice
         raise DataSetUnavailableError(
             f"`load_dataset`: cannot get {entry.name} ({entry.source}) from {location} "

@@ -14,11 +14,13 @@ import torch
 
 from lightning_mspipe.data import (
     DATASETS,
+    ChecksumError,
     DataSetUnavailableError,
     TemporalDataModule,
     load_dataset,
     registry,
 )
+from lightning_mspipe.data.checksums import read_record
 
 NUM_EVENTS = 600
 
@@ -88,6 +90,14 @@ def test_an_unavailable_file_says_where_to_put_it(tmp_path):
     assert not (tmp_path / "cache" / "USLegis.zip").exists()
 
 
+def test_an_archive_that_does_not_unpack_says_to_delete_it(tmp_path):
+    (tmp_path / "enron.zip").write_bytes(b"not a zip archive")
+    target = tmp_path / "enron.zip"
+    message = f"`load_dataset`: cannot unpack enron from {target} (BadZipFile: File is not a zip file). Delete {target}"
+    with pytest.raises(DataSetUnavailableError, match=re.escape(message)):
+        load_dataset("enron", cache_dir=tmp_path)
+
+
 def test_an_unknown_name_lists_the_data_sets():
     known = "wikipedia, reddit, mooc, lastfm, uci, enron, uslegis"
     tgb = "(TGB's tgbl-* sets load with `TemporalDataModule(name=...)` or `load_tgb`)."
@@ -100,20 +110,95 @@ def test_an_unknown_url_scheme_is_rejected(tmp_path):
         load_dataset("lastfm", cache_dir=tmp_path, url="s3://bucket")
 
 
+def _register_sha256(monkeypatch, name: str, digest: str) -> None:
+    """Give the registry's entry ``name`` a known SHA-256 for the test."""
+    entry = dataclasses.replace(DATASETS[name], sha256=digest)
+    monkeypatch.setattr(registry, "DATASETS", {**DATASETS, name: entry})
+
+
 @pytest.mark.parametrize("right", [True, False], ids=["matches", "differs"])
-def test_a_known_checksum_is_verified(right, tmp_path, monkeypatch):
+def test_a_registered_checksum_is_verified_on_download(right, tmp_path, monkeypatch):
     mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     mirror.mkdir()
     content = _jodie_csv(mirror / "reddit.csv").read_bytes()
     digest = hashlib.sha256(content if right else content + b"\n").hexdigest()
-    entry = dataclasses.replace(DATASETS["reddit"], sha256=digest)
-    monkeypatch.setattr(registry, "DATASETS", {**DATASETS, "reddit": entry})
+    _register_sha256(monkeypatch, "reddit", digest)
     if right:
         assert load_dataset("reddit", cache_dir=cache, url=mirror.as_uri()).num_events == NUM_EVENTS
         return
-    with pytest.raises(ValueError, match=f"reddit: the file from .*reddit.csv is not the registered one .*{digest}"):
+    actual = hashlib.sha256(content).hexdigest()
+    with pytest.raises(ChecksumError) as error:
         load_dataset("reddit", cache_dir=cache, url=mirror.as_uri())
+    assert str(error.value) == (
+        f"`load_dataset`: reddit: the file downloaded from {mirror.as_uri()}/reddit.csv has SHA-256 {actual}, "
+        f"but the registered one (DATASETS['reddit'].sha256) is {digest}. It was not kept; check the mirror, "
+        f"or save the right file as {cache / 'reddit.csv'}."
+    )
     assert not (cache / "reddit.csv").exists(), "a file with the wrong checksum is not kept"
+
+
+def test_a_registered_checksum_is_verified_on_every_use(tmp_path, monkeypatch):
+    path = _jodie_csv(tmp_path / "reddit.csv")
+    _register_sha256(monkeypatch, "reddit", hashlib.sha256(path.read_bytes()).hexdigest())
+    load_dataset("reddit", cache_dir=tmp_path)
+    path.write_text(path.read_text().replace("user_id", "user"))
+    with pytest.raises(ChecksumError, match=f"{re.escape(str(path))} has SHA-256 .*, but the registered one"):
+        load_dataset("reddit", cache_dir=tmp_path)
+
+
+def test_the_first_download_is_recorded_and_checked_on_every_later_use(tmp_path):
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    mirror.mkdir()
+    content = _jodie_csv(mirror / "mooc.csv").read_bytes()
+    load_dataset("mooc", cache_dir=cache, url=mirror.as_uri())
+    record = read_record(cache / "mooc.csv")
+    assert record.sha256 == hashlib.sha256(content).hexdigest()
+    assert record.source == f"downloaded from {mirror.as_uri()}/mooc.csv"
+    (cache / "mooc.csv").write_bytes(content.replace(b"user_id", b"user"))  # damaged in the cache
+    with pytest.raises(ChecksumError) as error:
+        load_dataset("mooc", cache_dir=cache, url=mirror.as_uri())
+    path, sidecar = cache / "mooc.csv", cache / "mooc.csv.sha256.json"
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert str(error.value) == (
+        f"`load_dataset`: mooc: {path} has SHA-256 {actual}, but the one recorded in {sidecar} at its first use "
+        f"({record.source}) is {record.sha256}. Delete {path} to download it again, or delete {sidecar} to "
+        "trust this copy."
+    )
+    path.unlink()  # as the message says: the new download matches the record
+    assert load_dataset("mooc", cache_dir=cache, url=mirror.as_uri()).num_events == NUM_EVENTS
+
+
+def test_a_new_download_that_differs_from_the_record_is_not_kept(tmp_path):
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    mirror.mkdir()
+    _jodie_csv(mirror / "lastfm.csv")
+    load_dataset("lastfm", cache_dir=cache, url=mirror.as_uri())
+    (cache / "lastfm.csv").unlink()
+    (mirror / "lastfm.csv").write_text((mirror / "lastfm.csv").read_text() + "0,0,999.0,0,0,0\n")
+    sidecar = cache / "lastfm.csv.sha256.json"
+    with pytest.raises(ChecksumError, match=re.escape(f"if the published file changed, delete {sidecar} to trust")):
+        load_dataset("lastfm", cache_dir=cache, url=mirror.as_uri())
+    assert not (cache / "lastfm.csv").exists()
+    sidecar.unlink()
+    assert load_dataset("lastfm", cache_dir=cache, url=mirror.as_uri()).num_events == NUM_EVENTS + 1
+
+
+def test_a_given_checksum_is_verified(tmp_path):
+    path = _jodie_csv(tmp_path / "wikipedia.csv")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_dataset("wikipedia", cache_dir=tmp_path, sha256=digest.upper()).num_events == NUM_EVENTS
+    other = "0" * 64
+    message = f"{re.escape(str(path))} has SHA-256 {digest}, but the one given \\(`sha256=`\\) is {other}. Delete"
+    with pytest.raises(ChecksumError, match=message):
+        load_dataset("wikipedia", cache_dir=tmp_path, sha256=other)
+    with pytest.raises(ValueError, match="`load_dataset`: wikipedia: sha256: 'abc' is not a SHA-256 \\(64 hex digits\\)"):
+        load_dataset("wikipedia", cache_dir=tmp_path, sha256="abc")
+
+
+def test_the_data_module_passes_a_checksum(tmp_path):
+    _jodie_csv(tmp_path / "lastfm.csv")
+    with pytest.raises(ChecksumError, match="but the one given"):
+        TemporalDataModule(name="lastfm", batch_size=20, read_options={"cache_dir": str(tmp_path), "sha256": "f" * 64})
 
 
 def test_every_entry_reads_what_its_archive_holds():
