@@ -1,4 +1,5 @@
-"""What a run sends to its loggers: a CSV logger's metrics.csv and an offline W&B run's history."""
+"""What a run sends to its loggers: a CSV logger's metrics.csv, a TensorBoard event file and an offline W&B
+run's history."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+import matplotlib.image
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-from lightning_mspipe import TGN, MSPipeStrategy, PipelineStats, StalenessMitigation
+from lightning_mspipe import TGN, MSPipeStrategy, PipelineStats, PipelineTimeline, StalenessMitigation
 from lightning_mspipe.cli import MSPipeCLI, main
 from tests.conftest import SMALL_MODEL, small_datamodule
 
@@ -55,6 +57,36 @@ def test_a_csv_logger_receives_every_pipeline_metric(tmp_path):
     (epoch,) = [row for row in rows if row["pipeline/staleness_hist/0"]]
     assert (float(epoch["pipeline/staleness_hist/0"]), float(epoch["pipeline/staleness_hist/1"])) == (1.0, 3.0)
     assert [float(row["pipeline/bound"]) for row in rows if row["pipeline/bound"]] == [1.0] * 4
+
+
+def test_a_tensorboard_logger_receives_the_scalars_the_staleness_histogram_and_the_timeline(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator as tb  # the dev extra installs it
+
+    dm = small_datamodule()
+    model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+    strategy = MSPipeStrategy(max_staleness=1, mode="exact", mitigation=StalenessMitigation())
+    picture = tmp_path / "timeline.png"
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=4, limit_val_batches=1, limit_test_batches=1, num_sanity_val_steps=0,
+        strategy=strategy, callbacks=[PipelineStats(), PipelineTimeline(batches=2, first=1, path=picture)],
+        logger=TensorBoardLogger(tmp_path, name="run"), log_every_n_steps=1, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(model, dm)
+    trainer.test(model, dm, verbose=False)
+    everything = {tb.SCALARS: 0, tb.HISTOGRAMS: 0, tb.IMAGES: 0}
+    events = tb.EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance=everything).Reload()
+    assert PIPELINE_KEYS | {"mitigation/blended_share"} <= set(events.Tags()["scalars"])
+    # exact mode, s = 1: batch 0 reads version 0 (staleness 0), batches 1-3 miss one write each
+    (histogram,) = events.Histograms("pipeline/staleness_histogram")
+    assert histogram.step == 4
+    # right bin limits: an empty bin up to -0.5 (where the first bin starts), then one bin per staleness 0, 1
+    assert list(histogram.histogram_value.bucket_limit) == [-0.5, 0.5, 1.5]
+    assert list(histogram.histogram_value.bucket) == [0.0, 1.0, 3.0]
+    (image,) = events.Images("pipeline/timeline")
+    height, width = matplotlib.image.imread(picture).shape[:2]
+    assert (image.step, image.width, image.height) == (4, width, height)
+    assert image.encoded_image_string.startswith(b"\x89PNG")
 
 
 def wandb_records(run_file: Path) -> list:
