@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import lightning as L
-import pytest
 import matplotlib.image
+import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from lightning_mspipe import TGN, MSPipeStrategy, PipelineStats, PipelineTimeline, StalenessMitigation
