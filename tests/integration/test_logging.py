@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from lightning_mspipe import TGN, MSPipeStrategy, PipelineStats, PipelineTimeline, StalenessMitigation
 from lightning_mspipe.cli import MSPipeCLI, main
+from lightning_mspipe.dashboard import metric_keys
 from tests.conftest import SMALL_MODEL, small_datamodule
 
 STAGES = ("sample", "features", "memory", "train", "write")
@@ -134,20 +135,28 @@ def wandb_history_keys(tmp_path: Path, timeout: float = 60.0) -> set[str]:
     return {item.key or "/".join(item.nested_key) for entry in history for item in entry.item}
 
 
-def test_mspipe_fit_with_wandb_offline_logs_the_dashboard_metrics(tmp_path, monkeypatch, capsys):
+def test_mspipe_fit_with_wandb_offline_logs_every_key_of_the_dashboard(tmp_path, monkeypatch, capsys):
     import wandb  # the dev extra installs it
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     pipeline = ["--trainer.strategy", "mspipe", "--trainer.strategy.max_staleness", "1",
-                "--trainer.strategy.mode", "exact", "--trainer.callbacks+=lightning_mspipe.PipelineStats"]
+                "--trainer.strategy.mode", "exact",
+                "--trainer.strategy.mitigation", "lightning_mspipe.StalenessMitigation",
+                "--trainer.callbacks+=lightning_mspipe.PipelineStats",
+                "--trainer.callbacks+=lightning_mspipe.PipelineTimeline", "--trainer.callbacks.batches", "2",
+                "--trainer.callbacks.first", "1", "--trainer.callbacks.path", str(tmp_path / "timeline.png")]
     try:
-        main(["fit", "--wandb", "true", *pipeline, *TINY_CLI, "--trainer.default_root_dir", str(tmp_path)])
+        main(["fit", "--wandb", "true", *pipeline, *TINY_CLI, "--data.val_mrr", "true",
+              "--trainer.default_root_dir", str(tmp_path)])
     finally:
         wandb.finish()
     assert "mspipe fit: val/ap" in capsys.readouterr().out
     keys = wandb_history_keys(tmp_path)
     assert PIPELINE_KEYS <= keys, sorted(PIPELINE_KEYS - keys)
+    # a histogram or a picture is a W&B object, stored as its fields: `<key>/_type`, ...
+    missing = {key for key in metric_keys() if key not in keys and f"{key}/_type" not in keys}
+    assert not missing, f"the dashboard shows keys the run did not log: {sorted(missing)}"
     assert "pipeline/staleness_histogram/_type" in keys  # a wandb.Histogram, beside the per-bucket scalars
 
 
