@@ -292,6 +292,34 @@ def test_protocol_recipe_follows_dyglib(recipe):
         assert callbacks["EarlyStopping"].monitor == callbacks["ModelCheckpoint"].monitor == "val/ap"
 
 
+def test_protocol_recipes_are_a_product_of_model_and_data_set_settings():
+    """The data section depends on the data set only, the rest on the model only; so a brief run of every
+    model (tgn and edgebank in ``test_protocol_recipe_tests_the_best_checkpoint``) and of every data set
+    runs every part of every protocol recipe."""
+    by_model, by_data = {}, {}
+    for path in PROTOCOLS.glob("*.yaml"):
+        model, data_set = path.stem.split("_")
+        config = yaml.safe_load(path.read_text())
+        by_data.setdefault(data_set, []).append(config.pop("data"))
+        by_model.setdefault(model, []).append(config)
+    assert len(by_model) == 4 and len(by_data) == 4
+    assert all(len(configs) == 4 and all(c == configs[0] for c in configs) for configs in by_model.values())
+    assert all(len(configs) == 4 and all(c == configs[0] for c in configs) for configs in by_data.values())
+
+
+@pytest.mark.parametrize("recipe", ["apan_uci", "jodie_uci", "jodie_enron", "jodie_uslegis", "jodie_wikipedia"])
+def test_protocol_recipe_trains_briefly(recipe, monkeypatch, tmp_path):
+    """A protocol recipe as written (model, data, negatives, callbacks): two training batches, one validation batch."""
+    monkeypatch.chdir(ROOT)
+    brief = [
+        *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1"),
+        *("--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false", "--test_after_fit", "false"),
+    ]
+    cli = MSPipeCLI(args=["fit", "--config", str(PROTOCOLS / f"{recipe}.yaml"), *brief, *QUIET,
+                          "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.trainer.global_step == 2 and 0.0 <= float(cli.trainer.callback_metrics["val/ap"]) <= 1.0
+
+
 @pytest.mark.parametrize("model", ["tgn", "edgebank"])
 def test_protocol_recipe_tests_the_best_checkpoint(model, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(ROOT)
