@@ -166,6 +166,16 @@ def test_the_lightning_way_selects_the_wandb_logger(tmp_path, monkeypatch):
     assert isinstance(cli.trainer.logger, WandbLogger)
 
 
+def test_a_config_file_turns_wandb_on_beside_the_default_logger(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = tmp_path / "recipe.yaml"
+    config.write_text("wandb: true\nwandb_project: my-project\n")
+    cli = MSPipeCLI(args=["--config", str(config), "--trainer.default_root_dir", str(tmp_path)], run=False)
+    default, added = cli.trainer.loggers
+    assert isinstance(default, (CSVLogger, TensorBoardLogger)) and isinstance(added, WandbLogger)
+    assert added.name == "my-project" and Path(added.save_dir) == tmp_path
+
+
 def test_wandb_flag_without_wandb_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
     with pytest.raises(SystemExit) as exit_info:

@@ -47,3 +47,25 @@ def test_without_the_pipeline_staleness_is_zero_and_no_wait_is_logged(tmp_path):
     steps = [row for row in rows if row["pipeline/staleness"]]
     assert len(steps) == STEPS and all(float(row["pipeline/staleness"]) == 0.0 for row in steps)
     assert "pipeline/wait_ms" not in rows[0]
+
+
+def test_the_logged_bound_follows_autos_choice_over_time(tmp_path):
+    """Under ``"auto"`` the per-step ``pipeline/bound`` is 0 while the pipeline measures inline, then the
+    bound it chose (⌈(τ3 + τ4 + τ5) / P⌉ − 1 ≥ 1 once fetch, step and write all take time)."""
+    dm = small_datamodule()
+    model = TGN(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **SMALL_MODEL)
+    trainer = L.Trainer(
+        max_epochs=1, limit_val_batches=1, num_sanity_val_steps=0,
+        strategy=MSPipeStrategy(max_staleness="auto"), callbacks=[PipelineStats()],
+        logger=CSVLogger(tmp_path, name="run"), log_every_n_steps=1,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(model, dm)
+    with open(tmp_path / "run" / "version_0" / "metrics.csv", newline="") as file:
+        bounds = [int(float(row["pipeline/bound"])) for row in csv.DictReader(file) if row["pipeline/bound"]]
+    pipeline = trainer.strategy.pipeline
+    chosen = pipeline.choices[0]["max_staleness"]
+    inline = pipeline.auto.phase_length(trainer.num_training_batches)
+    assert chosen >= 1 and len(bounds) == trainer.num_training_batches
+    assert bounds[:inline] == [0] * inline and bounds[-1] == pipeline.bound == chosen
+    assert set(bounds) == {0, chosen}

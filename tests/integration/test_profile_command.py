@@ -21,7 +21,9 @@ TINY = [
 pytestmark = pytest.mark.usefixtures("in_process_cli")
 
 
-def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_overlaps_the_fetches(tmp_path, capsys):
+def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_overlaps_the_fetches_and_shrinks_the_bubbles(
+    tmp_path, capsys
+):
     """A 30 ms delay in every memory fetch and write (a slow link) makes the bubbles large and certain:
     at s = 0 each fetch waits for the previous write, so training idles at least the fetch's 30 ms
     between batches (the write is handed over at the end of the step and may overlap its backward pass).
@@ -44,6 +46,8 @@ def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_overlaps_the_fetche
     train_end = {span.index: span.end for span in pipelined.spans("train")}
     overlapping = [span.index for span in pipelined.spans("memory") if span.start < train_end.get(span.index - 1, -1.0)]
     assert len(overlapping) >= BATCHES // 2, overlapping
+    # so the bubbles shrink (seen: 0.23-0.29 s idle at s = 0, 0.08-0.09 s at the chosen s = 2)
+    assert pipelined.idle("train") < synchronous.idle("train")
     assert f"picture {out}" in capsys.readouterr().out
 
 

@@ -16,7 +16,10 @@ from lightning_mspipe.dashboard import SECTIONS, X_AXIS
 
 HOWTO = Path(__file__).resolve().parents[2] / "docs" / "howto.md"
 PACKAGES = (
-    "wandb_workspaces", "wandb_workspaces.reports", "wandb_workspaces.reports.v2", "wandb_workspaces.workspaces",
+    "wandb_workspaces",
+    "wandb_workspaces.reports",
+    "wandb_workspaces.reports.v2",
+    "wandb_workspaces.workspaces",
 )
 
 
