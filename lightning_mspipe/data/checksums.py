@@ -8,12 +8,13 @@ file's hash is then recorded). :func:`verify_file` checks a file against it and 
 sidecar.
 
 Cost: a file whose size and modification time are those recorded is not hashed again (so a
-later use costs one ``stat``); any other file is read once, in 1 MiB chunks (about 3 s for
-JODIE's 1.5 GB Reddit file). A change that keeps both size and modification time is not seen.
+later use costs one ``stat``); any other file is read once, in 1 MiB chunks (a few seconds per
+GB). A change that keeps both size and modification time is not seen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -119,6 +120,8 @@ def _write_record(path: Path, record: ChecksumRecord) -> None:
         partial.write_text(json.dumps(asdict(record), indent=1) + "\n")
         os.replace(partial, sidecar)
     except OSError as error:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         log.warning(
             "cannot record the SHA-256 of %s in %s (%s); it is hashed again on every use", path, sidecar, error
         )

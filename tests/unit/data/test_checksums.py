@@ -105,7 +105,7 @@ def test_a_cache_that_cannot_be_written_still_verifies(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(checksums.os, "replace", read_only)
     assert verify_file(path, expected=digest, expected_from="the registered one", what=WHAT) == digest
-    assert not sidecar_path(path).exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["events.csv"]  # no sidecar, nothing half-written
     assert "cannot record the SHA-256 of" in caplog.text and "hashed again on every use" in caplog.text
 
 
