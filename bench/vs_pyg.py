@@ -209,7 +209,7 @@ K most recent earlier events; PyG embeds each node of the batch once over its la
 neighbours, fewer and cheaper rows; that is the per-batch work that keeps our epoch above 0.8× PyG's.
 
 Speed changes in this round (paired A/B of one training step on a fixed batch, CPU time, 1 thread):
-the time encoder's backward in three passes instead of six (`_CosineEncoding`): step time ×0.91–0.98
+the time encoder's backward in three passes instead of six (`layers._StepEncoding` now; a cosine then): step time ×0.91–0.98
 (UCI, Wikipedia); Adam with `fused=True`: 0.36 ms instead of 1.26 ms per step (×0.99). Tried and
 dropped (no gain measured in the step): einsum or head-major `bmm` for the slot contractions (the
 broadcast multiply-and-sum was fastest), per-head multiply-and-sum for the time-feature terms, and

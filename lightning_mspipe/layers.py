@@ -12,41 +12,48 @@ __all__ = ["LinkPredictor", "SlotAttention", "TemporalAttention", "TimeEncoder",
 
 
 class TimeEncoder(nn.Module):
-    """``cos(w · log(1 + |Δt|) + b)``: a TGN/TGAT cosine encoding of the log of the time difference.
+    """``tanh(w · log(1 + |Δt|) + b)``: soft steps over the log of the time difference.
 
     Raw time differences span many decades (seconds to years: Δt up to ~1e8), so the encoding
-    reads ``log1p(|Δt|)`` (≤ 18.4 for 1e8) and its frequencies ``w`` start at
-    ``10^{0.5 − 2 i / (D − 1)}`` (≈ 3.2 … 0.03): every dimension varies smoothly over the range,
-    whatever the stream's time unit. With TGN's linear encoding of raw seconds (frequencies
-    1 … 1e-9), most dimensions are noise at large Δt; the log form raised test AP on a UCI
-    prefix from 0.87 to 0.95 (TGN) and from 0.71 to 0.87 (APAN) at the same settings.
+    reads ``log1p(|Δt|)`` (≤ 18.4 for 1e8). Dimension ``i`` starts as a step of unit slope at
+    ``log1p(|Δt|) = 18.4 · i / (D − 1)`` (``w = 1``, ``b = −18.4 · i / (D − 1)``): it says
+    "older than ``e^{18.4 i / (D−1)}`` time units", and the learned ``w`` and ``b`` move and sharpen
+    the steps. Every dimension is monotone in Δt, so ages longer than any seen in training
+    saturate instead of wrapping around. TGN's cosine encoding of raw seconds (frequencies
+    1 … 1e-9) is noise in most dimensions at large Δt; a cosine of the log (frequencies 3.2 …
+    0.03) wraps at ages a few times those of training: APAN's test AP on UCI, whose test period
+    is sparser than its training period, fell to 0.54–0.62 with it, against 0.79 with the steps
+    (one epoch), while TGN and JODIE on the first 12,000 UCI events and on the built-in stream
+    moved by less than a point.
 
     Shapes:
         - input: ``[*]`` time differences (any float dtype); output: ``[*, D]`` float32
     """
+
+    #: ``log1p`` of the largest time difference the initial steps cover (Δt = 1e8).
+    LOG_SPAN = 18.4
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
         self.linear = nn.Linear(1, dim)
         with torch.no_grad():
-            self.linear.weight.copy_((1.0 / 10 ** torch.linspace(-0.5, 1.5, dim)).unsqueeze(1))
-            self.linear.bias.zero_()
+            self.linear.weight.fill_(1.0)
+            self.linear.bias.copy_(-torch.linspace(0.0, self.LOG_SPAN, dim))
 
     def forward(self, delta: Tensor) -> Tensor:
         weight, bias = self.linear.weight.squeeze(1), self.linear.bias
         scaled = torch.log1p(delta.to(weight.dtype).abs())
-        return _CosineEncoding.apply(scaled, weight, bias)
+        return _StepEncoding.apply(scaled, weight, bias)
 
 
-class _CosineEncoding(torch.autograd.Function):
-    """``cos(s ⊗ w + b)`` with a backward that makes three passes over the ``[*, D]`` encoding.
+class _StepEncoding(torch.autograd.Function):
+    """``tanh(s ⊗ w + b)`` with a backward that makes three passes over the ``[*, D]`` encoding.
 
-    Autograd's chain (cos, then addcmul) makes six: sin, neg, mul, then a product and two
-    sums for the gradients of ``w`` and ``b``. Here the negation moves to the ``[D]`` results
-    and both parameter gradients come from one ``[2, N] @ [N, D]`` product. The encoding of
-    every neighbour slot is the largest tensor of a TGN step (``[R, K, D]``), so this saves
-    a noticeable share of the step on CPU.
+    Autograd's chain (addcmul, then tanh) makes more: the tanh gradient, then a product and two
+    sums for the gradients of ``w`` and ``b``. Here both parameter gradients come from one
+    ``[2, N] @ [N, D]`` product. The encoding of every neighbour slot is the largest tensor of
+    a TGN step (``[R, K, D]``), so this saves a noticeable share of the step on CPU.
 
     Shapes:
         - scaled: ``[*]``; weight, bias: ``[D]``; output: ``[*, D]``
@@ -54,21 +61,21 @@ class _CosineEncoding(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, scaled: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        phase = torch.addcmul(bias, scaled.unsqueeze(-1), weight)  # a Linear with one input column is slower
-        ctx.save_for_backward(scaled, weight, phase)
-        return torch.cos(phase)
+        encoding = torch.tanh(torch.addcmul(bias, scaled.unsqueeze(-1), weight))  # a Linear with one input column is slower
+        ctx.save_for_backward(scaled, weight, encoding)
+        return encoding
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        scaled, weight, phase = ctx.saved_tensors
-        minus_grad_phase = torch.sin(phase).mul_(grad)  # d cos = −sin: the sign is applied to the results
-        flat = minus_grad_phase.reshape(-1, weight.numel())
+        scaled, weight, encoding = ctx.saved_tensors
+        grad_phase = (1.0 - encoding * encoding).mul_(grad)  # d tanh = 1 − tanh²
         grad_scaled = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_scaled = -(minus_grad_phase * weight).sum(-1)
+            grad_scaled = (grad_phase * weight).sum(-1)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            flat = grad_phase.reshape(-1, weight.numel())
             rows = torch.stack([scaled.reshape(-1), torch.ones_like(scaled.reshape(-1))])  # [2, N]
-            grad_weight, grad_bias = (-(rows @ flat)).unbind(0)
+            grad_weight, grad_bias = (rows @ flat).unbind(0)
         return grad_scaled, grad_weight, grad_bias
 
 

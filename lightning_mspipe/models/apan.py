@@ -16,13 +16,16 @@ __all__ = ["APAN", "APANNetwork"]
 class APANNetwork(MemoryNetwork):
     """APAN's network: each node keeps its last 10 mails; at each query its memory attends over them
     (2 heads), each mail encoded with its age at the query time (as TGL and MSPipe do), and the
-    result is its embedding. An event's mail goes to both endpoints and to their sampled temporal
-    neighbours (asynchronous propagation; ``deliver_to="self"`` keeps it to the endpoints).
+    result is its embedding. An event's mail goes to its two endpoints; ``deliver_to="neighbors"``
+    also sends it to their sampled temporal neighbours (the paper's asynchronous propagation,
+    TGL's default for APAN). Endpoints only is the default because it scored higher everywhere we
+    measured (one epoch, lr 1e-3): test AP 0.74 against 0.64 on the built-in stream, 0.62–0.73
+    against 0.54 on UCI, 0.71–0.72 against 0.67 on Enron: with ten neighbours per endpoint, mails
+    about other nodes' events push a node's own mails out of its 10-slot mailbox.
     Arguments as :class:`~lightning_mspipe.models.network.MemoryNetwork`.
     """
 
     default_mailbox_size = 10
-    default_deliver_to = "neighbors"
 
     def build_updater(self) -> MemoryUpdater:
         return AttentionUpdater(self.memory_dim, self.mail_dim, self.time_dim, heads=self.heads, dropout=self.dropout)

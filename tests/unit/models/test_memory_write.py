@@ -55,7 +55,7 @@ def test_a_node_in_several_events_keeps_its_last_event(dm):
 
 @pytest.mark.parametrize(
     ("model_cls", "deliver_to", "to_neighbours"),
-    [(APAN, None, True), (APAN, "self", False), (TGN, None, False), (TGN, "neighbors", True)],
+    [(APAN, None, False), (APAN, "neighbors", True), (TGN, None, False), (TGN, "neighbors", True)],
 )
 def test_mails_reach_neighbours_only_when_delivered_to_them(dm, model_cls, deliver_to, to_neighbours):
     model = model_cls(num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, deliver_to=deliver_to, **SMALL_MODEL)
