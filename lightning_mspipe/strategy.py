@@ -70,7 +70,7 @@ class PipelineHooks:
         self.mode, self.mitigation, self.memory_device = mode, mitigation, memory_device
         self.max_auto_staleness, self.timeout = max_auto_staleness, timeout
         self.pipeline: PipelinedLoader | None = None  # the last training pipeline (kept for its statistics)
-        self.fault_hook: FaultHook | None = None  # tests: called before each producer stage
+        self.fault_hook: FaultHook | None = None  # tests: called before each stage (sample, features, memory, write)
 
     def write_exchange(self) -> Callable[[int, MemoryWrite], MemoryWrite] | None:
         """How the writer lane maps each rank's memory write to the one applied; ``None``: as it is (one device)."""
@@ -246,7 +246,7 @@ class MSPipeStrategy(PipelineHooks, SingleDeviceStrategy):
 def check_validation_schedule(trainer: L.Trainer) -> None:
     """Raise when validation would interrupt a training epoch under the pipeline.
 
-    The producer fetches memory for the next batches while the training loop runs; a validation
+    The fetcher lane fetches memory for the next batches while the training loop runs; a validation
     in the middle of an epoch writes memory (and advances its version) under those fetches, so
     in-flight batches could read validation events. Plain training supports it (the validation
     is rolled back); the pipeline refuses it until it pauses its lanes around validation.

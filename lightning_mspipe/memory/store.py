@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,9 @@ class MemoryStore(nn.Module):
 
     The version counts committed writes. :meth:`gather` returns copies plus the version it saw;
     :meth:`scatter` applies one batch's :class:`MemoryWrite` and increments the version. Both
-    hold a lock, so a reader in another thread never sees a half-done write. All state is in
+    hold a lock, so a reader in another thread never sees a half-done write. A thread that waits
+    for the version together with other conditions registers its own ``threading.Condition``
+    with :meth:`watch_version`: every change of the version notifies it. All state is in
     persistent buffers, so checkpoints carry it.
 
     Journal frames (:meth:`begin_journal`, :meth:`rollback`) record the pre-images of the rows
@@ -117,6 +120,7 @@ class MemoryStore(nn.Module):
         self.register_buffer("version", torch.zeros((), dtype=torch.int64))
         self._lock = threading.Condition(threading.RLock())
         self._version = 0  # host mirror of the version buffer
+        self._watchers: weakref.WeakSet[threading.Condition] = weakref.WeakSet()
         self._written: list[Tensor] = []
         self._frames: list[list[tuple[Tensor, Tensor, dict[str, Tensor]]]] = []
         if pin_memory:
@@ -160,6 +164,7 @@ class MemoryStore(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._written = [torch.arange(self.num_nodes, device=self.device)]
         self._version = int(self.version)
+        self._notify_watchers()
 
     # ------------------------------------------------------------------ read / write
     def gather(self, nodes: Tensor) -> MemorySnapshot:
@@ -201,7 +206,9 @@ class MemoryStore(nn.Module):
             self.version += 1
             self._version += 1
             self._lock.notify_all()
-            return self._version
+            version = self._version
+        self._notify_watchers()
+        return version
 
     def wait_for_version(self, version: int, timeout: float) -> bool:
         """Block until at least ``version`` writes are committed or ``timeout`` seconds pass.
@@ -211,6 +218,20 @@ class MemoryStore(nn.Module):
         """
         with self._lock:
             return self._lock.wait_for(lambda: self._version >= version, timeout=timeout)
+
+    def watch_version(self, condition: threading.Condition) -> None:
+        """Notify ``condition`` (``notify_all`` under its own lock) after every change of the version.
+
+        The store keeps a weak reference: a watcher that is garbage-collected stops being
+        notified. Notifications happen after the store's lock is released, so a watcher may
+        hold its condition while it reads :attr:`current_version`.
+        """
+        self._watchers.add(condition)
+
+    def _notify_watchers(self) -> None:
+        for condition in list(self._watchers):
+            with condition:
+                condition.notify_all()
 
     # ------------------------------------------------------------------ reset and journal
     def reset(self) -> None:
@@ -225,6 +246,7 @@ class MemoryStore(nn.Module):
             self.version.zero_()
             self._version = 0
             self._lock.notify_all()
+        self._notify_watchers()
 
     def begin_journal(self) -> None:
         """Open a journal frame: later writes record their rows' pre-images so :meth:`rollback` can undo them.
@@ -249,6 +271,7 @@ class MemoryStore(nn.Module):
                     getattr(self, name)[rows] = values
                 self.version.copy_(version)
                 self._version = int(version)
+        self._notify_watchers()
 
     def journal_state(self) -> list[list[dict[str, Tensor]]]:
         """The open frames as plain tensors (for checkpoints)."""

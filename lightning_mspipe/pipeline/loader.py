@@ -1,4 +1,5 @@
-"""PipelinedLoader: composes the producer lane, the staleness gate and the auto policy into Lightning's training iterable."""
+"""PipelinedLoader: composes the sampler, fetcher and writer lanes, the staleness gate and the auto policy into
+Lightning's training iterable."""
 
 from __future__ import annotations
 
@@ -14,31 +15,38 @@ from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
 from lightning_mspipe.pipeline.gate import StalenessGate
-from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane
+from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane, shutdown_lanes
 from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
 from lightning_mspipe.pipeline.stages import fetch_memory
+from lightning_mspipe.pipeline.transfer import DeviceTransfer
 from lightning_mspipe.pipeline.writer import WriterLane
 
 __all__ = ["FaultHook", "PipelineError", "PipelineTimeout", "PipelinedLoader"]
 
 FaultHook = Callable[[str, int, Any], None]
-"""Test hook called as ``hook(stage, index, stop_event)`` before each producer stage."""
+"""Test hook called as ``hook(stage, index, stop_event)`` before each stage (``"sample"``, ``"features"``,
+``"memory"``, ``"write"``)."""
 
 
 class PipelinedLoader:
     """Wraps a :class:`~lightning_mspipe.pipeline.contract.BatchSource` with MSPipe's pipeline.
 
-    A producer lane (:class:`~lightning_mspipe.pipeline.lanes.ProducerLane`) runs stage 1
-    (sample), stage 2 (fetch features) and stage 3 (fetch memory) of upcoming batches while the
-    current batch trains; the writer lane (:class:`~lightning_mspipe.pipeline.writer.WriterLane`)
-    applies stage 5 (:meth:`submit_write`) in batch order off the training thread; the :class:`~lightning_mspipe.pipeline.gate.StalenessGate` lets the
-    memory fetch of batch ``j`` start once the store's version is at least ``j − s``
-    (``s = max_staleness``), later in ``bounded`` mode, and holds writes in ``exact`` mode.
+    Four lanes run the five stages of upcoming batches while the current batch trains: the
+    **sampler** (a :class:`~lightning_mspipe.pipeline.lanes.ProducerLane`) runs stage 1 (sample)
+    up to ``s + 2`` batches ahead of the fetcher (batches are seeded by index, so timing does
+    not change them); the **fetcher** (a second lane) takes its samples and runs stage 2 (fetch
+    features) and stage 3 (fetch memory), one after the other, as they share the host → device
+    link; the training thread runs stage 4; the **writer**
+    (:class:`~lightning_mspipe.pipeline.writer.WriterLane`) applies stage 5
+    (:meth:`submit_write`) in batch order. The best period is ``max(τ1, τ2 + τ3, τ4, τ5)``. The
+    :class:`~lightning_mspipe.pipeline.gate.StalenessGate` lets the memory fetch of batch ``j``
+    start once the store's version is at least ``j − s`` (``s = max_staleness``), later in
+    ``bounded`` mode, and holds writes in ``exact`` mode.
 
-    ``max_staleness="auto"`` first runs a phase of batches without the thread to measure the
+    ``max_staleness="auto"`` first runs a phase of batches without the lanes to measure the
     stage times, lets :class:`~lightning_mspipe.pipeline.auto.AutoBound` pick ``s``, runs a
-    phase pipelined, and keeps whichever was faster (on a CPU the producer and the step compete
+    phase pipelined, and keeps whichever was faster (on a CPU the lanes and the step compete
     for cores, so the pipeline can cost more than it hides). The bound is re-estimated at each
     epoch start when stage times drifted by more than ``drift``.
 
@@ -53,7 +61,7 @@ class PipelinedLoader:
         mode: ``"bounded"`` or ``"exact"``.
         device: Where batches go (the compute device).
         timeout: Seconds any single wait may last before it raises :class:`PipelineTimeout`; a
-            shutdown waits at most ``min(timeout, 5)`` seconds for the producer thread, then warns.
+            shutdown waits at most ``min(timeout, 5)`` seconds for the lanes' threads, then warns.
         max_auto_staleness: Upper clamp of the automatic bound.
         warmup: Measured batches per phase of ``"auto"``.
         drift: Relative change of stage times that triggers re-estimation.
@@ -105,10 +113,15 @@ class PipelinedLoader:
         self.writer = WriterLane(store, self.device, self.profile, timeout, hold=self.gate.hold_write,
                                  fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT), exchange=exchange)
         capacity = (max_auto_staleness if self.auto is not None else fixed) + 2
-        self.lane: ProducerLane[TemporalBatch] = ProducerLane(
-            "mspipe-producer", capacity, self.device, timeout,
-            describe=lambda: f" (memory version {self.store.current_version}; {self.writer.describe()})", join_timeout=min(timeout, JOIN_TIMEOUT),
+        join_timeout = min(timeout, JOIN_TIMEOUT)
+        self.sampler: ProducerLane[TemporalBatch] = ProducerLane(
+            "mspipe-sampler", "sampler", capacity, self.device, timeout, join_timeout=join_timeout,
         )
+        self.fetcher: ProducerLane[TemporalBatch] = ProducerLane(
+            "mspipe-fetcher", "fetcher", capacity, self.device, timeout, describe=self._describe,
+            join_timeout=join_timeout, stream=True,
+        )
+        self.transfer = DeviceTransfer(self.device, self.fetcher.stream)
         self.threaded_now = False
         self._restored_snapshots: dict[int, tuple[MemorySnapshot, torch.Tensor]] = {}
         self._write_seconds: dict[int, float] = {}
@@ -122,7 +135,7 @@ class PipelinedLoader:
 
     @property
     def threaded(self) -> bool:
-        """Whether batches are prepared by the producer thread (``"auto"`` may keep them inline)."""
+        """Whether batches are prepared by the sampler and fetcher lanes (``"auto"`` may keep them inline)."""
         return self.auto is None or self.auto.pipelined
 
     @property
@@ -206,7 +219,7 @@ class PipelinedLoader:
         self.threaded_now = False
         run = LaneRun()
         while index < end:
-            batch = self._prepare(index, run, gate=False)
+            batch = self._fetch(self._sample(index, run), run, gate=False)
             yield self._hand_over(batch, waited=0.0)
             self._after_step(index)
             index += 1
@@ -215,13 +228,14 @@ class PipelinedLoader:
     def _threaded_segment(self, index: int, end: int) -> Iterator[TemporalBatch]:
         self.threaded_now = True
         self.gate.start_segment(end)
-        self.lane.start(lambda i, run: self._prepare(i, run, gate=True), index, end, on_exit=self.gate.end_segment)
+        self.sampler.start(self._sample, index, end, on_exit=lambda: None)
+        self.fetcher.start(self._take_and_fetch, index, end, on_exit=self.gate.end_segment)
         try:
             while index < end:
                 requested = time.perf_counter()
-                batch = self.lane.take(index, check=self.writer.raise_if_failed)
+                batch = self.fetcher.take(index, check=self.writer.raise_if_failed)
                 assert batch.index == index, f"pipeline order broken: expected batch {index}, got {batch.index}"
-                batch = self.lane.finish_transfer(batch)
+                batch = self.transfer.hand_over(batch)
                 yield self._hand_over(batch, waited=time.perf_counter() - requested)
                 self._after_step(index)
                 index += 1
@@ -229,13 +243,18 @@ class PipelinedLoader:
             self._shutdown()
         return index
 
+    def _describe(self) -> str:
+        """Context for the timeout message of a wait for the fetcher: the other lanes and the memory version."""
+        return f" ({self.sampler.where()}; memory version {self.store.current_version}; {self.writer.describe()})"
+
     def close(self) -> None:
-        """Stop both threads now, dropping pending writes (on an exception, Ctrl-C or teardown)."""
+        """Stop every lane now, dropping pending writes (on an exception, Ctrl-C or teardown)."""
         self._shutdown()
         self.writer.close()
 
     def _shutdown(self) -> None:
-        self.lane.shutdown()
+        """Stop the sampler and fetcher lanes (joined within one deadline) and release the gate's holds."""
+        shutdown_lanes([self.fetcher, self.sampler], self.sampler.join_timeout)
         self.gate.end_segment()
 
     # ------------------------------------------------------------------ stage 5: the model's MemoryWriter
@@ -282,13 +301,25 @@ class PipelinedLoader:
             self.fault_hook(name, index, run.stop)
         return StageClock(self.profile, name, index)
 
-    def _prepare(self, index: int, run: LaneRun, gate: bool) -> TemporalBatch:
-        """Stages 1–3 of batch ``index`` (in the producer thread, or inline with ``gate=False``)."""
+    def _sample(self, index: int, run: LaneRun) -> TemporalBatch:
+        """Stage 1 of batch ``index`` (in the sampler lane, or inline)."""
         with self._stage(run, "sample", index):
             batch = self.loader.sample(index)
+        run.enter("hand over", index)
+        return batch
+
+    def _take_and_fetch(self, index: int, run: LaneRun) -> TemporalBatch:
+        """The fetcher lane's work: batch ``index`` from the sampler lane, then stages 2 and 3."""
+        run.enter("wait for the sampler", index)
+        batch = self.sampler.take(index, check=run.raise_if_stopped, waiter="the fetcher")
+        return self._fetch(batch, run, gate=True)
+
+    def _fetch(self, batch: TemporalBatch, run: LaneRun, gate: bool) -> TemporalBatch:
+        """Stages 2 and 3 of a sampled batch, one after the other (in the fetcher lane, or inline with ``gate=False``)."""
+        index, in_lane = batch.index, self.fetcher.in_thread()
         with self._stage(run, "features", index):
             batch = self.loader.fetch_features(batch)
-            batch = self.lane.to_device(batch)
+            batch = self.transfer.to_device(batch, in_lane)
         restored = self._restored_snapshots.pop(index, None)
         if gate and restored is None:
             self.gate.wait_to_fetch(index, run, self.profile.stage_times)
@@ -297,7 +328,7 @@ class PipelinedLoader:
                 batch.memory, batch.memory_index = restored
             else:
                 batch = fetch_memory(self.store, batch, self.device)
-            self.lane.synchronize()
+            self.transfer.complete(in_lane)
         run.enter("hand over", index)
         self.gate.mark_fetched(batch)
         return batch

@@ -18,8 +18,9 @@ class PipelineProfile:
     """Bounded windows of stage times (seconds), consumer waits and a staleness histogram.
 
     Host clocks measure each stage; on CUDA the stages synchronise their own stream before
-    the clock stops, so the times include the device work. Thread-safe: the producer records
-    stages 1–3, the main thread stages 4–5 and the waits.
+    the clock stops, so the times include the device work. Thread-safe: the sampler lane records
+    stage 1, the fetcher lane stages 2–3, the training thread stage 4 and the waits, the writer
+    lane stage 5.
 
     ``timeline``: a :class:`~lightning_mspipe.pipeline.timeline.TimelineRecorder` that also
     receives each stage's start and end (``PipelineTimeline`` sets it), or ``None`` (off).

@@ -6,7 +6,7 @@ import torch
 from lightning_mspipe import MSPipeStrategy, StalenessGuard
 from lightning_mspipe.models import TGN
 
-from tests.integration.test_pipeline import fit, no_producer_threads
+from tests.integration.test_pipeline import fit, no_pipeline_threads
 
 if not torch.cuda.is_available():
     pytest.fail("tests/gpu needs a CUDA device; run it through bench/gpu_suite.sh on a GPU machine", pytrace=False)
@@ -38,4 +38,4 @@ def test_bounded_mode_respects_the_bound_on_cuda(bound):
     guard = StalenessGuard()
     fit(TGN, MSPipeStrategy(max_staleness=bound, memory_device="pinned"), callbacks=[guard], precision="bf16-mixed", **GPU)
     assert max(guard.histogram) <= bound
-    assert no_producer_threads()
+    assert no_pipeline_threads()
