@@ -227,3 +227,20 @@ def test_shutting_down_chained_lanes_stops_a_fetcher_waiting_for_the_sampler():
     for thread in lane_threads():
         thread.join(10)
     assert not lane_threads()
+
+
+def test_lanes_ending_out_of_order_restore_a_shared_intra_op_setting(monkeypatch):
+    shared = {"threads": 4}  # a thread-pool backend whose setting the main thread shares
+    monkeypatch.setattr(torch, "get_num_threads", lambda: shared["threads"])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: shared.update(threads=n))
+    release_first, first_done = threading.Event(), threading.Event()
+    first, second = lane(name="test-first"), lane(name="test-second")
+    first.start(lambda index, run: release_first.wait(10), 0, 1, on_exit=first_done.set)
+    second.start(lambda index, run: index, 0, 1, on_exit=lambda: None)
+    assert second.take(0) == 0
+    second.shutdown()  # the second lane ends first, while the first still works
+    assert shared["threads"] == 1
+    release_first.set()
+    assert first.take(0) is True and first_done.wait(10)
+    first.shutdown()
+    assert shared["threads"] == 4  # per-thread restores would have left 1
