@@ -275,6 +275,14 @@ class PipelinedLoader:
         """Block until every submitted write is committed (before validation, checkpoints, epoch ends)."""
         self.writer.flush()
 
+    def live_memory(self, index: int) -> MemoryStore:
+        """The store for a reader of live memory during the step of batch ``index`` (staleness mitigation):
+        in ``exact`` mode once the writes of every batch before ``index`` are committed (so the read
+        does not depend on timing), in ``bounded`` mode as it is."""
+        if self.mode == "exact":
+            self.wait_for_writes_before(index)
+        return self.store
+
     def wait_for_writes_before(self, index: int) -> None:
         """Block until the writes of every batch before ``index`` are committed (memory version ``≥ index``).
 

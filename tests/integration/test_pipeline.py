@@ -218,6 +218,9 @@ def test_missing_memory_writes_time_out_instead_of_hanging():
         def flush_writes(self):
             pass
 
+        def live_memory(self, index):
+            raise AssertionError("no mitigation here")
+
     class DropWrites(Callback):
         def on_train_start(self, trainer, pl_module):
             pl_module.use_memory_writer(Nowhere())  # replaces the pipeline the strategy attached
@@ -337,6 +340,23 @@ def test_mitigation_runs_and_reports_its_share():
     mitigation = StalenessMitigation(lam=0.5, quantile=0.5)
     fit(strategy=MSPipeStrategy(max_staleness=3, mode="exact", mitigation=mitigation), epochs=1)
     assert mitigation.seen_roots > 0 and 0 < mitigation.blended_share < 1
+
+
+def test_mitigation_meets_the_model_not_the_trainers_callbacks_and_its_table_is_in_the_checkpoint(tmp_path):
+    mitigation = StalenessMitigation(lam=0.5, quantile=0.5, top_k=3, similarity="cosine", rebuild_every=2)
+    callbacks_given = [StalenessGuard()]
+    model, _, trainer = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact", mitigation=mitigation),
+                            epochs=1, callbacks=callbacks_given)
+    assert not any(isinstance(c, StalenessMitigation) for c in trainer.callbacks)
+    assert model.staleness_mitigation is mitigation and mitigation.built_at_epoch_end
+    path = tmp_path / "end.ckpt"
+    trainer.save_checkpoint(path)  # after fit, as a user would
+    restored = StalenessMitigation(lam=0.5, quantile=0.5, top_k=3, similarity="cosine", rebuild_every=2)
+    fresh = TGN(num_nodes=model.hparams.num_nodes, edge_dim=model.hparams.edge_dim, **SMALL_MODEL)
+    fresh.use_staleness_mitigation(restored)
+    fresh.on_load_checkpoint(torch.load(path, weights_only=False))
+    assert torch.equal(restored.cosine.table, mitigation.cosine.table) and restored.built_at_epoch_end
+    assert restored.blended_roots == mitigation.blended_roots > 0
 
 
 def test_mitigation_from_the_live_store_keeps_exact_mode_timing_independent():
