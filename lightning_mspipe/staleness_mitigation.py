@@ -131,7 +131,8 @@ class StalenessMitigation:
 
     def _rebuild(self, store: MemoryStore) -> None:
         assert self.cosine is not None
-        self.cosine.rebuild(store.memory, store.mail_count > 0)
+        with store.reading():  # no write runs under the table's read (on a GPU: ordered by the store's events)
+            self.cosine.rebuild(store.memory, store.mail_count > 0)
         self.batches_since_rebuild = 0
 
     # ------------------------------------------------------------------ checkpoints

@@ -267,10 +267,6 @@ class ProducerLane(Generic[T]):
             ) from item.error
         return item
 
-    def in_thread(self) -> bool:
-        """Whether the caller is this lane's current thread."""
-        return self._run is not None and threading.current_thread() is self._run.thread
-
 
 def shutdown_lanes(lanes: list[ProducerLane], join_timeout: float) -> None:
     """Stop every lane at once, then join their threads within one deadline of ``join_timeout`` seconds."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -16,10 +17,9 @@ from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
 from lightning_mspipe.pipeline.gate import StalenessGate
 from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane, shutdown_lanes
-from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
+from lightning_mspipe.pipeline.profile import PipelineProfile, StageSpan, StageTimer, cuda_timing_events
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
-from lightning_mspipe.pipeline.stages import fetch_memory
-from lightning_mspipe.pipeline.transfer import DeviceTransfer
+from lightning_mspipe.pipeline.transfer import BatchTransfer, make_transfer
 from lightning_mspipe.pipeline.writer import WriterLane
 
 __all__ = ["FaultHook", "PipelineError", "PipelineTimeout", "PipelinedLoader"]
@@ -105,27 +105,34 @@ class PipelinedLoader:
             raise ValueError(f"PipelinedLoader: max_auto_staleness must be ≥ 0, got {max_auto_staleness}.")
         self.loader, self.store, self.mode = loader, store, mode
         self.device = torch.device(device) if device is not None else store.device
+        if self.device.type == "cuda" and self.device.index is None:  # every lane sets this very device
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.timeout, self.max_batches, self.fault_hook = timeout, max_batches, fault_hook
         self.profile = PipelineProfile()
+        cuda = self.device.type == "cuda"
+        self.timer = StageTimer(self.profile, cuda_timing_events(self.device) if cuda else None)  # stages 2–4
+        self.host_timer = StageTimer(self.profile)  # stage 1: host work only
         self.auto = AutoBound(max_auto_staleness, warmup, drift) if self.max_staleness == "auto" else None
         fixed = 0 if self.auto is not None else int(self.max_staleness)
         self.gate = StalenessGate(store, fixed, mode, timeout, writer_state=lambda: self.writer.describe())
+        largest = max_auto_staleness if self.auto is not None else fixed  # the largest s this loader may use
         self.writer = WriterLane(store, self.device, self.profile, timeout, hold=self.gate.hold_write,
-                                 fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT), exchange=exchange)
-        capacity = (max_auto_staleness if self.auto is not None else fixed) + 2
+                                 fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT), exchange=exchange,
+                                 bound=largest)
         join_timeout = min(timeout, JOIN_TIMEOUT)
         self.sampler: ProducerLane[TemporalBatch] = ProducerLane(
-            "mspipe-sampler", "sampler", capacity, self.device, timeout, join_timeout=join_timeout,
+            "mspipe-sampler", "sampler", largest + 2, self.device, timeout, join_timeout=join_timeout,
         )
         self.fetcher: ProducerLane[TemporalBatch] = ProducerLane(
-            "mspipe-fetcher", "fetcher", capacity, self.device, timeout, describe=self._describe,
+            "mspipe-fetcher", "fetcher", largest + 2, self.device, timeout, describe=self._describe,
             join_timeout=join_timeout, stream=True,
         )
-        self.transfer = DeviceTransfer(self.device, self.fetcher.stream)
+        self.transfer: BatchTransfer = make_transfer(self.device, largest, timeout)
         self.threaded_now = False
         self._restored_snapshots: dict[int, tuple[MemorySnapshot, torch.Tensor]] = {}
         self._write_seconds: dict[int, float] = {}
         self._handed_at: dict[int, float] = {}
+        self._training: dict[int, StageSpan] = {}  # stage 4 of the batches handed over, until the next request
 
     # ------------------------------------------------------------------ the choice
     @property
@@ -204,15 +211,14 @@ class PipelinedLoader:
         self.profile.record_wait(waited)
         self.profile.record_staleness(staleness)
         self._handed_at[batch.index] = now
+        self._training[batch.index] = self.timer.start("train", batch.index)
         self.gate.mark_taken(batch.index, now)
         self.loader.advance(batch.index)
         return batch
 
     def _after_step(self, index: int) -> None:
         """Stage 4's time: from hand-over to the next request, minus a write the training thread waited for."""
-        write = self._write_seconds.pop(index, 0.0)
-        handed = self._handed_at[index]
-        self.profile.record_span("train", index, handed, max(time.perf_counter() - write, handed))
+        self.timer.stop(self._training.pop(index), minus=self._write_seconds.pop(index, 0.0))
 
     def _inline_segment(self, index: int, end: int) -> Iterator[TemporalBatch]:
         """Stages 1–3 on demand in the main thread (the sequential baseline; staleness 0)."""
@@ -235,7 +241,7 @@ class PipelinedLoader:
                 requested = time.perf_counter()
                 batch = self.fetcher.take(index, check=self.writer.raise_if_failed)
                 assert batch.index == index, f"pipeline order broken: expected batch {index}, got {batch.index}"
-                batch = self.transfer.hand_over(batch)
+                batch = self.transfer.hand_over(batch)  # the training stream waits for the batch's event
                 yield self._hand_over(batch, waited=time.perf_counter() - requested)
                 self._after_step(index)
                 index += 1
@@ -303,15 +309,15 @@ class PipelinedLoader:
                 )
 
     # ------------------------------------------------------------------ stages 1–3
-    def _stage(self, run: LaneRun, name: str, index: int) -> StageClock:
+    def _stage(self, run: LaneRun, name: str, index: int, timer: StageTimer | None = None) -> AbstractContextManager:
         run.enter(name, index)
         if self.fault_hook is not None:
             self.fault_hook(name, index, run.stop)
-        return StageClock(self.profile, name, index)
+        return (timer or self.timer).span(name, index)
 
     def _sample(self, index: int, run: LaneRun) -> TemporalBatch:
         """Stage 1 of batch ``index`` (in the sampler lane, or inline)."""
-        with self._stage(run, "sample", index):
+        with self._stage(run, "sample", index, self.host_timer):
             batch = self.loader.sample(index)
         run.enter("hand over", index)
         return batch
@@ -323,20 +329,22 @@ class PipelinedLoader:
         return self._fetch(batch, run, gate=True)
 
     def _fetch(self, batch: TemporalBatch, run: LaneRun, gate: bool) -> TemporalBatch:
-        """Stages 2 and 3 of a sampled batch, one after the other (in the fetcher lane, or inline with ``gate=False``)."""
-        index, in_lane = batch.index, self.fetcher.in_thread()
+        """Stages 2 and 3 of a sampled batch, one after the other (in the fetcher lane, or inline with ``gate=False``).
+
+        On a GPU both run on the current stream (the fetcher's) without a host sync; the batch
+        carries the event that ends them (see :mod:`lightning_mspipe.pipeline.transfer`).
+        """
+        index = batch.index
         with self._stage(run, "features", index):
-            batch = self.loader.fetch_features(batch)
-            batch = self.transfer.to_device(batch, in_lane)
-        restored = self._restored_snapshots.pop(index, None)
-        if gate and restored is None:
-            self.gate.wait_to_fetch(index, run, self.profile.stage_times)
-        with self._stage(run, "memory", index):
-            if restored is not None:
-                batch.memory, batch.memory_index = restored
-            else:
-                batch = fetch_memory(self.store, batch, self.device)
-            self.transfer.complete(in_lane)
+            staged = self.transfer.features(self.loader.fetch_features(batch), run.raise_if_stopped)
+        try:
+            restored = self._restored_snapshots.pop(index, None)
+            if gate and restored is None:
+                self.gate.wait_to_fetch(index, run, self.profile.stage_times)
+            with self._stage(run, "memory", index):
+                batch = self.transfer.memory(staged, self.store, restored)
+        finally:
+            self.transfer.abandon(staged)  # gives the staging slot back if stage 3 did not
         run.enter("hand over", index)
         self.gate.mark_fetched(batch)
         return batch
@@ -347,11 +355,12 @@ class PipelinedLoader:
         (with its inputs), and the memory snapshots
         of fetched, not yet trained batches that predate the current memory version (for exact resume)."""
         version = self.store.current_version
-        inflight = {
-            batch.index: {"memory": vars(batch.memory.to("cpu")), "memory_index": batch.memory_index.cpu()}
-            for batch in self.gate.inflight()
-            if self.keep_inflight and batch.memory is not None and batch.memory.version < version
-        }
+        stale = [batch for batch in self.gate.inflight()
+                 if self.keep_inflight and batch.memory is not None and batch.memory.version < version]
+        for batch in stale:
+            self.transfer.settle(batch)  # its device copies may still be running
+        inflight = {batch.index: {"memory": vars(batch.memory.to("cpu")), "memory_index": batch.memory_index.cpu()}
+                    for batch in stale}
         return {"loader": self.loader.state_dict(), "inflight": inflight, "max_staleness": self.max_staleness,
                 "bound": self.bound, "auto": None if self.auto is None else self.auto.state_dict()}
 
