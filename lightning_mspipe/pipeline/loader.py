@@ -47,8 +47,9 @@ class PipelinedLoader:
     ``max_staleness="auto"`` first runs a phase of batches without the lanes to measure the
     stage times, lets :class:`~lightning_mspipe.pipeline.auto.AutoBound` pick ``s``, runs a
     phase pipelined, and keeps whichever was faster (on a CPU the lanes and the step compete
-    for cores, so the pipeline can cost more than it hides). The bound is re-estimated at each
-    epoch start when stage times drifted by more than ``drift``.
+    for cores, so the pipeline can cost more than it hides). When the stage times drifted by
+    more than ``drift`` at an epoch start, it measures both again and chooses the bound and the
+    mode anew.
 
     The wrapper is sized and stateful, so Lightning's loop, progress bar and checkpointing work
     unchanged; its state holds the in-flight batches whose memory snapshot predates a
@@ -169,8 +170,8 @@ class PipelinedLoader:
         self.gate.reset()
         self._handed_at.clear()
         measured = self.profile.count("train") > 0  # a resumed run has no stage times yet
-        if self.auto is not None and measured and self.auto.reestimate(self.profile.stage_times()):
-            self.gate.bound = self.auto.bound
+        if self.auto is not None and measured:
+            self.auto.reestimate(self.profile.stage_times())  # on drift: undecided, measured again below
         index = start
         try:
             if not self.decided:

@@ -175,3 +175,29 @@ def test_sampling_overlaps_fetching(source):
     train(pipeline)
     elapsed = time.monotonic() - started
     assert elapsed < 0.8 * len(source) * 0.08, f"{elapsed:.2f}s for {len(source)} batches: stages 1 and 2 did not overlap"
+
+
+def test_auto_measures_inline_and_pipelined_again_when_stage_times_drift(source, monkeypatch):
+    slow, fetch_features = {"features": False}, source.fetch_features
+
+    def features(batch):
+        if slow["features"]:
+            time.sleep(0.02)  # the link got slower: τ2 grows by 20 ms
+        return fetch_features(batch)
+
+    monkeypatch.setattr(source, "fetch_features", features)
+    pipeline = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30)
+
+    def epoch():
+        pipeline.store.reset()  # the model resets memory at every epoch start
+        train(pipeline)
+
+    epoch()
+    assert pipeline.decided and len(pipeline.choices) == 1
+    slow["features"] = True
+    epoch()  # epoch 1 is slow; its start still saw epoch 0's times
+    assert len(pipeline.choices) == 1
+    epoch()  # epoch 2 starts with the drift in view: measure both ways again
+    drift, decision = pipeline.choices[1:]
+    assert "drifted" in drift["reason"] and "inline_period" in decision
+    assert decision["features"] >= 0.02 and pipeline.decided  # measured again: the 20 ms are in it
