@@ -169,6 +169,7 @@ class PipelinedLoader:
         cap = len(self) if self.max_batches is None else min(len(self), int(self.max_batches()))
         self.gate.reset()
         self._handed_at.clear()
+        self._training.clear()  # a batch of a cut epoch never got its _after_step
         measured = self.profile.count("train") > 0  # a resumed run has no stage times yet
         if self.auto is not None and measured:
             self.auto.reestimate(self.profile.stage_times())  # on drift: undecided, measured again below
