@@ -11,13 +11,19 @@ checkpoints. The tensor logic is in :mod:`lightning_mspipe.mitigation` and
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.memory.store import MemoryStore
-from lightning_mspipe.mitigation import SIMILARITIES, blend_stale_occurrences, neighbor_candidates, stale_roots
+from lightning_mspipe.mitigation import (
+    SIMILARITIES,
+    blend_stale_occurrences,
+    neighbor_candidates,
+    stale_roots,
+)
 from lightning_mspipe.similarity import CosineNeighbors
 
 __all__ = ["StalenessMitigation"]

@@ -54,7 +54,7 @@ def assert_pinned_store(model, memory_device):
 @pytest.mark.parametrize("memory_device", STORES)
 def test_staleness_zero_is_bit_identical_to_plain_training(deterministic, memory_device):
     plain, plain_rec, _ = fit(TGN, "auto", **ON_DEVICE)
-    again, again_rec, _ = fit(TGN, "auto", **ON_DEVICE)
+    _, again_rec, _ = fit(TGN, "auto", **ON_DEVICE)
     piped, piped_rec, trainer = fit(TGN, MSPipeStrategy(max_staleness=0, memory_device=memory_device), **ON_DEVICE)
     assert trainer.strategy.root_device.type == DEVICE and trainer.strategy.pipeline is not None
     assert_pinned_store(piped, memory_device)
@@ -128,10 +128,10 @@ def test_every_batch_reads_exactly_version_j_minus_s_through_the_device_transfer
 
 def test_a_mid_epoch_checkpoint_resumes_exactly_with_pinned_memory(tmp_path):
     make = lambda: MSPipeStrategy(max_staleness=2, mode="exact", memory_device="pinned")  # noqa: E731
-    full, full_rec, _ = fit(strategy=make(), **ON_DEVICE)
+    _, full_rec, _ = fit(strategy=make(), **ON_DEVICE)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_on_train_epoch_end=False)
     fit(strategy=make(), max_steps=4, enable_checkpointing=True, callbacks=[checkpoint], **ON_DEVICE)
-    resumed, resumed_rec, _ = fit(strategy=make(), ckpt_path=next(tmp_path.glob("*step=4*.ckpt")), **ON_DEVICE)
+    _, resumed_rec, _ = fit(strategy=make(), ckpt_path=next(tmp_path.glob("*step=4*.ckpt")), **ON_DEVICE)
     assert resumed_rec.seen == full_rec.seen[4:]
     assert resumed_rec.losses == pytest.approx(full_rec.losses[4:], rel=1e-5, abs=1e-6)
 

@@ -93,7 +93,7 @@ def test_a_waiting_acquire_stops_when_its_lane_stops():
 
 def test_a_slot_that_is_never_given_back_is_skipped():
     ring = SlotRing(["a", "b", "c"], bound=1, timeout=1)
-    stuck, _ = ring.acquire()  # a thread left stuck holds slot "a"
+    ring.acquire()  # a thread left stuck holds slot "a"
     handed = []
     for _ in range(4):
         slot, value = ring.acquire()

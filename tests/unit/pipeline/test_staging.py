@@ -1,11 +1,12 @@
 """Staging tensors in one byte buffer: the layout, and a round trip through a copy of it."""
 
+from itertools import pairwise
+
 import pytest
 import torch
 
 from lightning_mspipe.data.batch import tensors_of, with_tensors
 from lightning_mspipe.pipeline.staging import ALIGN, Arena, pack, plan, views
-
 from tests.unit.pipeline.conftest import stub_batch
 
 
@@ -24,7 +25,7 @@ def test_a_layout_aligns_every_tensor_and_does_not_overlap():
     tensors = sample_tensors()
     slices, end = plan(tensors, start=10)
     assert all(piece.offset % ALIGN == 0 for piece in slices) and slices[0].offset == 64
-    for earlier, later in zip(slices, slices[1:]):
+    for earlier, later in pairwise(slices):
         assert earlier.offset + earlier.nbytes <= later.offset
     assert end >= slices[-1].offset + slices[-1].nbytes and end % ALIGN == 0
 
@@ -41,7 +42,7 @@ def test_packed_tensors_come_back_equal_from_a_copy_of_the_buffer():
 
 def test_views_of_a_copy_that_starts_later_in_the_layout():
     tensors = sample_tensors()
-    first, middle = plan(tensors[:2])
+    _, middle = plan(tensors[:2])
     rest, end = plan(tensors[2:], start=middle)
     buffer = Arena(pin=False).reserve(end)
     pack(tensors[2:], rest, buffer)

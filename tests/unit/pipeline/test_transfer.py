@@ -13,7 +13,6 @@ from lightning_mspipe.pipeline.ring import SlotRing
 from lightning_mspipe.pipeline.stages import fetch_memory
 from lightning_mspipe.pipeline.staging import Arena
 from lightning_mspipe.pipeline.transfer import CudaTransfer, HostTransfer, StagingSlot
-
 from tests.unit.pipeline.conftest import commit_write, make_store, node_write
 
 CPU = torch.device("cpu")

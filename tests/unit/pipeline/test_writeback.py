@@ -7,7 +7,6 @@ from lightning_mspipe.data.batch import tensors_of
 from lightning_mspipe.pipeline.ring import SlotRing
 from lightning_mspipe.pipeline.staging import Arena
 from lightning_mspipe.pipeline.writeback import WriteBack, make_write_back
-
 from tests.unit.pipeline.conftest import make_store, node_write
 from tests.unit.pipeline.test_transfer import FakeStreams
 
