@@ -130,9 +130,9 @@ class LinkedStore(MemoryStore):
         super().__init__(store.num_nodes, store.memory_dim, store.mail_dim, store.mailbox_size, store.pin_memory)
         self.h2d, self.d2h, self.regime = h2d, d2h, regime
 
-    def gather(self, nodes: Any) -> MemorySnapshot:
+    def gather(self, nodes: Any, out: MemorySnapshot | None = None) -> MemorySnapshot:
         self.h2d.transfer(self.regime.memory_s)
-        return super().gather(nodes)
+        return super().gather(nodes, out)
 
     def scatter(self, write: MemoryWrite, synchronize: bool = False) -> int:
         self.d2h.transfer(self.regime.write_s)

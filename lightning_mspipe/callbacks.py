@@ -1,7 +1,6 @@
 """Callbacks that wire the pipeline's plain classes to the Trainer.
 
 - :class:`StalenessGuard`: checks every batch's staleness against the bound and keeps a histogram.
-- :class:`StalenessMitigation`: blends stale memory with that of similar, fresher nodes.
 - :class:`PipelineStats`: stage times, bubbles, staleness and throughput to the logger.
 - :class:`PipelineTimeline`: per-batch stage spans of the pipeline, drawn as a timeline picture.
 """
@@ -19,21 +18,12 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from lightning_mspipe.data.batch import TemporalBatch
-from lightning_mspipe.epoch_stop import epoch_stopped_early
-from lightning_mspipe.memory.store import MemoryStore
-from lightning_mspipe.mitigation import (
-    SIMILARITIES,
-    blend_stale_occurrences,
-    neighbor_candidates,
-    stale_roots,
-)
 from lightning_mspipe.pipeline.loader import PipelinedLoader
 from lightning_mspipe.pipeline.timeline import TimelineRecorder
 from lightning_mspipe.plots import plot_timelines
 from lightning_mspipe.reporting import histogram_scalars, log_histogram, log_image
-from lightning_mspipe.similarity import CosineNeighbors
 
-__all__ = ["PipelineStats", "PipelineTimeline", "StalenessGuard", "StalenessMitigation"]
+__all__ = ["PipelineStats", "PipelineTimeline", "StalenessGuard"]
 
 log = logging.getLogger(__name__)
 
@@ -70,114 +60,6 @@ class StalenessGuard(Callback):
                 f"{staleness}, outside the bound 0 … {bound}."
             )
         self.histogram[staleness] += 1
-
-
-class StalenessMitigation(Callback):
-    """Blends the memory of stale root occurrences with that of similar, more recently updated nodes
-    before each training step on a stale batch (see :mod:`lightning_mspipe.mitigation`).
-
-    The candidates' memory is read from the live store, after the writes the batch's snapshot
-    missed; in ``exact`` mode the read first waits until the writes of every earlier batch are
-    committed, so the blend does not depend on timing (this serialises the write before the
-    step on a stale batch that has stale roots; ``bounded`` mode reads whatever is committed).
-
-    Args:
-        lam: Weight of the root's own memory (``lam · s + (1 − lam) · mean(s_u)``).
-        quantile: Root occurrences whose Δt = event time − memory time exceeds this quantile of
-            the batch are stale.
-        top_k: Similar nodes averaged at most.
-        similarity: ``"neighbors"`` (the sampled temporal neighbours) or ``"cosine"`` (a top-k
-            cosine table of memory, :class:`~lightning_mspipe.similarity.CosineNeighbors`; rebuilt
-            at every complete epoch's end and, until the first such end, every ``rebuild_every``
-            stale batches from the memory so far, so it serves in epoch 0 too; stale roots use the
-            neighbours while it is empty). The table is part of the checkpoint.
-        rebuild_every: Stale batches between rebuilds of the cosine table before the first epoch end.
-        chunk: Block size of the cosine table's top-k (memory bound ``chunk × (chunk + top_k)`` scores).
-    """
-
-    def __init__(self, lam: float = 0.9, quantile: float = 0.99, top_k: int = 10, similarity: str = "neighbors",
-                 rebuild_every: int = 50, chunk: int = 2048) -> None:
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"StalenessMitigation: lam must be in [0, 1], got {lam}.")
-        if not 0.0 < quantile < 1.0:
-            raise ValueError(f"StalenessMitigation: quantile must be in (0, 1), got {quantile}.")
-        if top_k < 1:
-            raise ValueError(f"StalenessMitigation: top_k must be ≥ 1, got {top_k}.")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"StalenessMitigation: unknown similarity {similarity!r}; choose one of {SIMILARITIES}.")
-        if rebuild_every < 1:
-            raise ValueError(f"StalenessMitigation: rebuild_every must be ≥ 1 batch, got {rebuild_every}.")
-        self.lam, self.quantile, self.top_k, self.similarity = lam, quantile, top_k, similarity
-        self.rebuild_every = rebuild_every
-        self.cosine = CosineNeighbors(top_k, chunk) if similarity == "cosine" else None
-        self.built_at_epoch_end = False  # the cosine table comes from a complete epoch
-        self.batches_since_rebuild = 0
-        self.blended_roots = 0
-        self.seen_roots = 0
-
-    @property
-    def blended_share(self) -> float:
-        """Share of training root occurrences (of stale batches) whose memory was blended so far."""
-        return self.blended_roots / max(self.seen_roots, 1)
-
-    @override
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.cosine is not None and not epoch_stopped_early(trainer):  # a cut epoch resumes: keep the table
-            pl_module.flush_memory_writes()  # the table sees every write of the epoch
-            self._rebuild(pl_module.memory)
-            self.built_at_epoch_end = True
-        pl_module.log("mitigation/blended_share", self.blended_share)
-
-    @override
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: TemporalBatch, batch_idx: int
-    ) -> None:
-        if batch.memory is None or batch_staleness(batch) == 0:
-            return  # fresh memory (or fetched inside the step): nothing is stale because of the pipeline
-        self.seen_roots += batch.neighbors.num_roots
-        positions = stale_roots(batch, self.quantile)
-        rebuild = self.cosine is not None and not self.built_at_epoch_end
-        if rebuild:
-            self.batches_since_rebuild += 1
-            rebuild = self.batches_since_rebuild >= self.rebuild_every
-        if positions.numel() == 0 and not rebuild:
-            return
-        store = self._live_store(trainer, pl_module, batch)
-        if rebuild:
-            self._rebuild(store)
-        if self.cosine is not None and self.cosine.table is not None:
-            candidates = self.cosine.candidates(batch.roots()[positions.to(batch.src.device)], store)
-        else:
-            candidates = neighbor_candidates(batch, positions, self.top_k, store)
-        self.blended_roots += int(blend_stale_occurrences(batch, positions, self.lam, candidates).sum())
-
-    @staticmethod
-    def _live_store(trainer: L.Trainer, pl_module: L.LightningModule, batch: TemporalBatch) -> MemoryStore:
-        """The model's store; in ``exact`` mode once every write before ``batch`` is committed."""
-        pipeline = active_pipeline(trainer)
-        if pipeline is not None and pipeline.mode == "exact":
-            pipeline.wait_for_writes_before(batch.index)
-        return pl_module.memory
-
-    def _rebuild(self, store: MemoryStore) -> None:
-        assert self.cosine is not None
-        self.cosine.rebuild(store.memory, store.mail_count > 0)
-        self.batches_since_rebuild = 0
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        """The cosine table and its schedule, and the blend counters (so a resumed run blends the same way)."""
-        return {"cosine": None if self.cosine is None else self.cosine.state_dict(),
-                "built_at_epoch_end": self.built_at_epoch_end, "batches_since_rebuild": self.batches_since_rebuild,
-                "blended_roots": self.blended_roots, "seen_roots": self.seen_roots}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.cosine is not None and state_dict.get("cosine") is not None:
-            self.cosine.load_state_dict(state_dict["cosine"])
-            self.built_at_epoch_end = bool(state_dict["built_at_epoch_end"])
-            self.batches_since_rebuild = int(state_dict["batches_since_rebuild"])
-        self.blended_roots, self.seen_roots = int(state_dict["blended_roots"]), int(state_dict["seen_roots"])
 
 
 class PipelineStats(Callback):

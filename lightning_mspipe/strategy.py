@@ -13,12 +13,12 @@ import torch
 from lightning.pytorch.strategies import SingleDeviceStrategy, StrategyRegistry
 from typing_extensions import override
 
-from lightning_mspipe.callbacks import StalenessMitigation
 from lightning_mspipe.memory.store import MemoryWrite
 from lightning_mspipe.models.base import MemoryTGNN
 from lightning_mspipe.pipeline.contract import BatchSource, missing_members
 from lightning_mspipe.pipeline.loader import FaultHook, PipelinedLoader
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
+from lightning_mspipe.staleness_mitigation import StalenessMitigation
 
 __all__ = ["MSPipeStrategy", "PipelineHooks", "register_strategies"]
 
@@ -28,7 +28,7 @@ _MEMORY_DEVICES = (None, "pinned")
 
 
 class PipelineHooks:
-    """The Lightning hooks shared by MSPipe's strategies: the pipelined training loader and its callbacks.
+    """The Lightning hooks shared by MSPipe's strategies: the pipelined training loader and the model's seams.
 
     A mixin placed before a Lightning strategy class (``class S(PipelineHooks, SingleDeviceStrategy)``);
     :meth:`configure_pipeline` validates and keeps the pipeline's settings. Subclasses choose how each
@@ -53,7 +53,7 @@ class PipelineHooks:
 
         Raises:
             ValueError: on an unknown mode or memory device, ``mode="exact"`` with ``"auto"``, or a timeout ≤ 0.
-            TypeError: on a mitigation that is not a :class:`~lightning_mspipe.callbacks.StalenessMitigation`.
+            TypeError: on a mitigation that is not a :class:`~lightning_mspipe.staleness_mitigation.StalenessMitigation`.
         """
         name = type(self).__name__
         self.max_staleness = parse_max_staleness(max_staleness)
@@ -70,7 +70,7 @@ class PipelineHooks:
         self.mode, self.mitigation, self.memory_device = mode, mitigation, memory_device
         self.max_auto_staleness, self.timeout = max_auto_staleness, timeout
         self.pipeline: PipelinedLoader | None = None  # the last training pipeline (kept for its statistics)
-        self.fault_hook: FaultHook | None = None  # tests: called before each producer stage
+        self.fault_hook: FaultHook | None = None  # tests: called before each stage (sample, features, memory, write)
 
     def write_exchange(self) -> Callable[[int, MemoryWrite], MemoryWrite] | None:
         """How the writer lane maps each rank's memory write to the one applied; ``None``: as it is (one device)."""
@@ -84,16 +84,10 @@ class PipelineHooks:
                 "which is not a lightning_mspipe.models.MemoryTGNN."
             )
         super().connect(model)  # type: ignore[misc]
-        trainer = model._trainer
-        if trainer is not None:
-            self._add_mitigation(trainer)
+        if self.mitigation is not None:  # the model blends stale batches at the start of each step
+            model.use_staleness_mitigation(self.mitigation)
         if self.memory_device == "pinned":
             model.memory.pin()
-
-    def _add_mitigation(self, trainer: L.Trainer) -> None:
-        mitigation = self.mitigation
-        if mitigation is not None and not any(type(c) is type(mitigation) for c in trainer.callbacks):
-            trainer.callbacks.insert(0, mitigation)
 
     @override
     def on_train_start(self) -> None:
@@ -175,9 +169,11 @@ class MSPipeStrategy(PipelineHooks, SingleDeviceStrategy):
     pipeline is built the strategy hands it to the model as its memory writer
     (:meth:`~lightning_mspipe.models.base.MemoryTGNN.use_memory_writer`), so every training
     step's write goes to the pipeline's writer lane; at teardown (or on an error) the model gets
-    its direct writer back. The loader checks every batch's staleness against the bound. The
-    ``mitigation`` callback, when given, is added to the trainer's callbacks (unless the user
-    passed one of that type there).
+    its direct writer back. The loader checks every batch's staleness against the bound. A
+    ``mitigation``, when given, goes to the model the same way
+    (:meth:`~lightning_mspipe.models.base.MemoryTGNN.use_staleness_mitigation`), which applies it
+    at the start of every training step and keeps its state in its checkpoints; the strategy
+    adds nothing to the trainer's callbacks.
 
     Args:
         max_staleness: Writes a memory fetch may miss: ``0`` is synchronous training (bit-identical
@@ -185,7 +181,7 @@ class MSPipeStrategy(PipelineHooks, SingleDeviceStrategy):
         mode: ``"bounded"`` (freshest memory available, fetched as late as possible) or
             ``"exact"`` (batch ``j`` reads exactly version ``max(0, j − s)``: timing-independent, for
             tests and exact resume).
-        mitigation: A :class:`~lightning_mspipe.callbacks.StalenessMitigation`, or ``None``.
+        mitigation: A :class:`~lightning_mspipe.staleness_mitigation.StalenessMitigation`, or ``None``.
         memory_device: ``None`` keeps the memory store with the model; ``"pinned"`` keeps it in
             pinned host memory (the paper's large-graph setting).
         max_auto_staleness: Upper clamp of the ``"auto"`` bound.
@@ -246,7 +242,7 @@ class MSPipeStrategy(PipelineHooks, SingleDeviceStrategy):
 def check_validation_schedule(trainer: L.Trainer) -> None:
     """Raise when validation would interrupt a training epoch under the pipeline.
 
-    The producer fetches memory for the next batches while the training loop runs; a validation
+    The fetcher lane fetches memory for the next batches while the training loop runs; a validation
     in the middle of an epoch writes memory (and advances its version) under those fetches, so
     in-flight batches could read validation events. Plain training supports it (the validation
     is rolled back); the pipeline refuses it until it pauses its lanes around validation.

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["NeighborBlock", "TemporalBatch"]
+__all__ = ["NeighborBlock", "TemporalBatch", "map_tensors", "tensors_of", "with_tensors"]
 
 
 def _move(value: Any, device: torch.device | str, non_blocking: bool) -> Any:
@@ -41,6 +41,39 @@ class _Transferable:
             value = getattr(self, f.name)
             if isinstance(value, (Tensor, _Transferable)):
                 value.record_stream(stream)
+
+
+def map_tensors(value: Any, fn: Any) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it: a tensor, or a batch container with nested ones.
+
+    Containers are rebuilt (new objects); plain values are kept. The order in which ``fn`` sees the
+    tensors is the order of :func:`tensors_of`.
+    """
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, _Transferable):
+        return type(value)(**{f.name: map_tensors(getattr(value, f.name), fn) for f in fields(value)})  # type: ignore[arg-type]
+    return value
+
+
+def tensors_of(value: Any) -> list[Tensor]:
+    """Every tensor in ``value`` (a tensor or a batch container), depth first in field order."""
+    found: list[Tensor] = []
+    map_tensors(value, lambda t: found.append(t) or t)
+    return found
+
+
+def with_tensors(value: Any, tensors: list[Tensor]) -> Any:
+    """``value`` with its tensors replaced by ``tensors``, given in :func:`tensors_of` order.
+
+    Raises:
+        ValueError: ``tensors`` has another length than :func:`tensors_of` ``(value)``.
+    """
+    held = len(tensors_of(value))
+    if len(tensors) != held:
+        raise ValueError(f"with_tensors: {len(tensors)} tensors for a value holding {held}.")
+    replacements = iter(tensors)
+    return map_tensors(value, lambda _: next(replacements))
 
 
 @dataclass
@@ -93,6 +126,8 @@ class TemporalBatch(_Transferable):
             metric. ``None``: all are real.
         global_size: Events of the global batch this batch is one rank's slice of (several ranks;
             the loss scales by ``size / global_size``), or ``None``: the batch is the global batch.
+        ready_event: On a GPU, the event after which the batch's device tensors are complete (the
+            pipeline's fetcher records it on its stream; the training stream waits on it), or ``None``.
 
     Shapes:
         - eids, src, dst: ``[B]`` int64; t: ``[B]`` float64
@@ -116,6 +151,7 @@ class TemporalBatch(_Transferable):
     memory_index: Tensor | None = None
     neg_mask: Tensor | None = None
     global_size: int | None = None
+    ready_event: Any = None
 
     @property
     def size(self) -> int:

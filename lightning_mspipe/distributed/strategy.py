@@ -15,11 +15,11 @@ from torch.nn import Module
 from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import override
 
-from lightning_mspipe.callbacks import StalenessMitigation
 from lightning_mspipe.distributed.failures import FailureNotice
 from lightning_mspipe.distributed.memory_sync import MemoryWriteAllGather
 from lightning_mspipe.distributed.slicing import scale_step_output, slice_loss_scale
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
+from lightning_mspipe.staleness_mitigation import StalenessMitigation
 from lightning_mspipe.strategy import PipelineHooks
 
 __all__ = ["LR_SCALING", "MSPipeDDPStrategy", "memory_buffer_names"]

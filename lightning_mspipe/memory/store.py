@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from lightning_mspipe.data.batch import _Transferable
+from lightning_mspipe.memory.ordering import CudaStreams, StreamOrder
 
 __all__ = ["MemorySnapshot", "MemoryStore", "MemoryWrite", "last_occurrence"]
 
@@ -80,8 +84,13 @@ class MemoryStore(nn.Module):
 
     The version counts committed writes. :meth:`gather` returns copies plus the version it saw;
     :meth:`scatter` applies one batch's :class:`MemoryWrite` and increments the version. Both
-    hold a lock, so a reader in another thread never sees a half-done write. All state is in
-    persistent buffers, so checkpoints carry it.
+    hold a lock, so a reader in another thread never sees a half-done write; on a GPU the kernels
+    of reads and writes issued on different streams are ordered by events
+    (:class:`~lightning_mspipe.memory.ordering.StreamOrder`: a gather waits for the last write, a
+    write for the gathers before it), without host syncs. A thread that waits for the version
+    together with other conditions registers its own ``threading.Condition`` with
+    :meth:`watch_version`: every change of the version notifies it. All state is in persistent
+    buffers, so checkpoints carry it.
 
     Journal frames (:meth:`begin_journal`, :meth:`rollback`) record the pre-images of the rows
     that writes touch, so an evaluation phase can be undone in O(touched rows).
@@ -117,6 +126,8 @@ class MemoryStore(nn.Module):
         self.register_buffer("version", torch.zeros((), dtype=torch.int64))
         self._lock = threading.Condition(threading.RLock())
         self._version = 0  # host mirror of the version buffer
+        self._watchers: weakref.WeakSet[threading.Condition] = weakref.WeakSet()
+        self._order = StreamOrder(lambda: self._stream_events())  # looked up per call: the store may move
         self._written: list[Tensor] = []
         self._frames: list[list[tuple[Tensor, Tensor, dict[str, Tensor]]]] = []
         if pin_memory:
@@ -136,6 +147,9 @@ class MemoryStore(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.memory.device
+
+    def _stream_events(self) -> CudaStreams | None:
+        return CudaStreams(self.device) if self.device.type == "cuda" else None
 
     @property
     def current_version(self) -> int:
@@ -157,36 +171,73 @@ class MemoryStore(nn.Module):
                 f"(nodes, dim) but this model has {tuple(self.memory.shape)}; it was trained on a graph "
                 "with a different number of nodes or memory size."
             )
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._written = [torch.arange(self.num_nodes, device=self.device)]
-        self._version = int(self.version)
+        with self._lock:
+            self._order.before_write()
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            self._order.after_write()
+            self._written = [torch.arange(self.num_nodes, device=self.device)]
+            self._version = int(self.version)
+        self._notify_watchers()
 
     # ------------------------------------------------------------------ read / write
-    def gather(self, nodes: Tensor) -> MemorySnapshot:
-        """Copy the rows of ``nodes`` (``[U]`` int64, on the store's device) with the version seen."""
+    def gather(self, nodes: Tensor, out: MemorySnapshot | None = None) -> MemorySnapshot:
+        """Copy the rows of ``nodes`` (``[U]`` int64, on the store's device) with the version seen.
+
+        Args:
+            nodes: The rows to copy.
+            out: Tensors of the snapshot's shapes and dtypes to copy into (for example views of a
+                pinned staging buffer), or ``None`` to allocate them; its ``version`` is ignored.
+
+        On a GPU the copy's kernels wait (device-side) for the last write.
+        """
         with self._lock:
+            self._order.before_read()
             valid_slots = torch.clamp(self.mail_count[nodes], max=self.mailbox_size)
             slot = torch.arange(self.mailbox_size, device=nodes.device)
-            return MemorySnapshot(
-                nodes=nodes,
-                memory=self.memory[nodes],
-                last_update=self.last_update[nodes],
-                mailbox=self.mailbox[nodes],
-                mail_ts=self.mail_ts[nodes],
-                mail_mask=slot.unsqueeze(0) < valid_slots.unsqueeze(1),
-                version=self._version,
-            )
+            if out is None:
+                snapshot = MemorySnapshot(
+                    nodes=nodes,
+                    memory=self.memory[nodes],
+                    last_update=self.last_update[nodes],
+                    mailbox=self.mailbox[nodes],
+                    mail_ts=self.mail_ts[nodes],
+                    mail_mask=slot.unsqueeze(0) < valid_slots.unsqueeze(1),
+                    version=self._version,
+                )
+            else:
+                out.nodes.copy_(nodes)
+                for name in ("memory", "last_update", "mailbox", "mail_ts"):
+                    torch.index_select(getattr(self, name), 0, nodes, out=getattr(out, name))
+                torch.lt(slot.unsqueeze(0), valid_slots.unsqueeze(1), out=out.mail_mask)
+                snapshot = MemorySnapshot(out.nodes, out.memory, out.last_update, out.mailbox, out.mail_ts,
+                                          out.mail_mask, version=self._version)
+            self._order.after_read()
+            return snapshot
+
+    @contextmanager
+    def reading(self) -> Iterator[MemoryStore]:
+        """Hold the store still for a reader of its buffers: no write starts inside the block, and on a GPU
+        the reader's kernels (on the current stream) come after the last write and before the next one."""
+        with self._lock:
+            self._order.before_read()
+            try:
+                yield self
+            finally:
+                self._order.after_read()
 
     def scatter(self, write: MemoryWrite, synchronize: bool = False) -> int:
         """Apply one batch's write and return the new version.
 
         The write's ``nodes`` and ``mail_nodes`` must each be unique (see :func:`last_occurrence`).
-        With ``synchronize`` (a writer thread on its own CUDA stream), the version advances only
-        after the device has finished the write: a host sync on the caller's stream.
+        On a GPU the write's kernels wait (device-side) for the gathers launched before it. With
+        ``synchronize`` (a writer thread on its own CUDA stream) the version advances only after
+        the device has finished the write: the caller's thread waits for the write's own event
+        (not for its whole stream).
         """
         write = write.to(self.device)
         with self._lock:
-            rows = torch.cat([write.nodes, write.mail_nodes]).unique()
+            self._order.before_write()
+            rows = torch.cat([write.nodes, write.mail_nodes])  # a node may be in both (no unique: no host sync)
             if self._frames:
                 self._frames[-1].append((rows, self.version.clone(), {n: getattr(self, n)[rows] for n in self._STATE}))
             self._written.append(rows)
@@ -196,12 +247,15 @@ class MemoryStore(nn.Module):
             self.mailbox[write.mail_nodes, slot] = write.mail.to(self.mailbox.dtype)
             self.mail_ts[write.mail_nodes, slot] = write.mail_ts.to(torch.float64)
             self.mail_count[write.mail_nodes] += 1
-            if synchronize and self.device.type == "cuda":
-                torch.cuda.current_stream(self.device).synchronize()
             self.version += 1
+            written = self._order.after_write()
+            if synchronize and written is not None:
+                written.synchronize()
             self._version += 1
             self._lock.notify_all()
-            return self._version
+            version = self._version
+        self._notify_watchers()
+        return version
 
     def wait_for_version(self, version: int, timeout: float) -> bool:
         """Block until at least ``version`` writes are committed or ``timeout`` seconds pass.
@@ -212,10 +266,25 @@ class MemoryStore(nn.Module):
         with self._lock:
             return self._lock.wait_for(lambda: self._version >= version, timeout=timeout)
 
+    def watch_version(self, condition: threading.Condition) -> None:
+        """Notify ``condition`` (``notify_all`` under its own lock) after every change of the version.
+
+        The store keeps a weak reference: a watcher that is garbage-collected stops being
+        notified. Notifications happen after the store's lock is released, so a watcher may
+        hold its condition while it reads :attr:`current_version`.
+        """
+        self._watchers.add(condition)
+
+    def _notify_watchers(self) -> None:
+        for condition in list(self._watchers):
+            with condition:
+                condition.notify_all()
+
     # ------------------------------------------------------------------ reset and journal
     def reset(self) -> None:
         """Zero the state and the version and drop all journal frames; costs O(rows written since the last reset)."""
         with self._lock:
+            self._order.before_write()
             if self._written:
                 rows = torch.cat(self._written).unique()
                 for name in self._STATE:
@@ -223,8 +292,10 @@ class MemoryStore(nn.Module):
             self._written.clear()
             self._frames.clear()
             self.version.zero_()
+            self._order.after_write()
             self._version = 0
             self._lock.notify_all()
+        self._notify_watchers()
 
     def begin_journal(self) -> None:
         """Open a journal frame: later writes record their rows' pre-images so :meth:`rollback` can undo them.
@@ -244,11 +315,14 @@ class MemoryStore(nn.Module):
         with self._lock:
             if not self._frames:
                 raise RuntimeError("MemoryStore.rollback: no journal frame is open; call begin_journal() first.")
+            self._order.before_write()
             for rows, version, before in reversed(self._frames.pop()):
                 for name, values in before.items():
                     getattr(self, name)[rows] = values
                 self.version.copy_(version)
                 self._version = int(version)
+            self._order.after_write()
+        self._notify_watchers()
 
     def journal_state(self) -> list[list[dict[str, Tensor]]]:
         """The open frames as plain tensors (for checkpoints)."""

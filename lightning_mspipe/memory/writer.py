@@ -9,6 +9,9 @@ that runs stage 5 elsewhere hands the model its own writer with
 (:class:`~lightning_mspipe.strategy.MSPipeStrategy` hands it its
 :class:`~lightning_mspipe.pipeline.loader.PipelinedLoader`, whose writer lane commits writes in
 batch order off the training thread) and takes it back at teardown.
+
+Readers of the live store during training (staleness mitigation) ask the writer for it
+(:meth:`MemoryWriter.live_memory`): only the writer knows which writes are committed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ class MemoryWriter(Protocol):
     def flush_writes(self) -> None:
         """Block until every submitted write is committed (each wait with a timeout that says what it waited for)."""
 
+    def live_memory(self, index: int) -> MemoryStore:
+        """The store for a reader of live memory during the step of batch ``index``.
+
+        A writer whose commits depend on timing returns it once the writes a timing-independent
+        run needs are committed (``exact`` mode: those of every batch before ``index``), or as it
+        is (``bounded`` mode: whatever is committed).
+        """
+
 
 class DirectWriter:
     """Applies each write to ``store`` at once, in the training thread (training without a pipeline)."""
@@ -42,3 +53,7 @@ class DirectWriter:
 
     def flush_writes(self) -> None:
         """Nothing is pending: every write was applied when it was submitted."""
+
+    def live_memory(self, index: int) -> MemoryStore:
+        """The store: every write submitted so far is applied."""
+        return self.store

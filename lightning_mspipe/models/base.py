@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_mspipe.data.batch import TemporalBatch
-from lightning_mspipe.epoch_stop import mark_epoch_unfinished
+from lightning_mspipe.epoch_stop import epoch_stopped_early, mark_epoch_unfinished
 from lightning_mspipe.memory.exchange import MemoryWriteExchange
 from lightning_mspipe.memory.phases import MemoryPhases
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
@@ -18,6 +18,7 @@ from lightning_mspipe.memory.writer import DirectWriter, MemoryWriter
 from lightning_mspipe.models.evaluation import LinkEvaluation, use_data_mrr
 from lightning_mspipe.models.network import MemoryNetwork, StepOutput
 from lightning_mspipe.pipeline.stages import fetch_memory
+from lightning_mspipe.staleness_mitigation import StalenessMitigation
 
 __all__ = ["MemoryTGNN"]
 
@@ -42,6 +43,12 @@ class MemoryTGNN(L.LightningModule):
     its closure several times per step, such as LBFGS, would write memory several times: not
     supported.) The writer is flushed before an epoch ends, before validation and when training
     ends.
+
+    Staleness mitigation has a seam of its own (:meth:`use_staleness_mitigation`): the step
+    first lets the model's :class:`~lightning_mspipe.staleness_mitigation.StalenessMitigation`
+    blend a stale batch's memory, reading live memory through the memory writer
+    (``live_memory``); every training epoch's end hands it the memory, and the model's
+    checkpoints keep its state (``"staleness_mitigation"``).
 
     Memory protocol: reset at the start of every training epoch; validation continues from
     the memory after training, test from the memory after validation (see
@@ -80,6 +87,7 @@ class MemoryTGNN(L.LightningModule):
         self.val_metrics = LinkEvaluation("val")
         self.test_metrics = LinkEvaluation("test")
         self._memory_writer: MemoryWriter = DirectWriter(self.memory)
+        self._mitigation: StalenessMitigation | None = None
 
     # ------------------------------------------------------------------ the network
     @property
@@ -127,18 +135,37 @@ class MemoryTGNN(L.LightningModule):
         """Hand the training writes to ``writer`` from now on; ``None`` restores the direct writer.
 
         Raises:
-            TypeError: ``writer`` lacks ``submit_write`` or ``flush_writes``.
+            TypeError: ``writer`` lacks ``submit_write``, ``flush_writes`` or ``live_memory``.
         """
         if writer is not None and not isinstance(writer, MemoryWriter):
             raise TypeError(
                 f"{type(self).__name__}.use_memory_writer: {type(writer).__name__} is not a MemoryWriter; it needs "
-                "submit_write(index, write) and flush_writes() (see lightning_mspipe.memory.writer)."
+                "submit_write(index, write), flush_writes() and live_memory(index) (see lightning_mspipe.memory.writer)."
             )
         self._memory_writer = writer if writer is not None else DirectWriter(self.memory)
 
     def flush_memory_writes(self) -> None:
         """Block until every memory write handed to the writer is committed."""
         self._memory_writer.flush_writes()
+
+    # ------------------------------------------------------------------ staleness mitigation
+    @property
+    def staleness_mitigation(self) -> StalenessMitigation | None:
+        """The mitigation applied to stale training batches, or ``None``."""
+        return self._mitigation
+
+    def use_staleness_mitigation(self, mitigation: StalenessMitigation | None) -> None:
+        """Blend the memory of stale training batches with ``mitigation`` from now on; ``None`` stops it.
+
+        Raises:
+            TypeError: ``mitigation`` is not a :class:`~lightning_mspipe.staleness_mitigation.StalenessMitigation`.
+        """
+        if mitigation is not None and not isinstance(mitigation, StalenessMitigation):
+            raise TypeError(
+                f"{type(self).__name__}.use_staleness_mitigation: expected a StalenessMitigation, got "
+                f"{type(mitigation).__name__}."
+            )
+        self._mitigation = mitigation
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
@@ -166,6 +193,9 @@ class MemoryTGNN(L.LightningModule):
             loader.set_epoch(self.current_epoch)
 
     def training_step(self, batch: TemporalBatch, batch_idx: int) -> Tensor:
+        if self._mitigation is not None:
+            with torch.autocast(self.device.type, enabled=False):  # the blend and the cosine table in full precision
+                self._mitigation.before_step(batch, lambda: self._memory_writer.live_memory(batch.index))
         out = self(batch)
         loss = self.link_loss(out.pos, out.neg)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.size)
@@ -174,6 +204,9 @@ class MemoryTGNN(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.flush_memory_writes()
+        if self._mitigation is not None:  # a cut epoch (max_steps) resumes: its cosine table is kept
+            self._mitigation.end_epoch(self.memory, complete=not epoch_stopped_early(self.trainer))
+            self.log("mitigation/blended_share", self._mitigation.blended_share)
 
     def on_train_end(self) -> None:
         self.flush_memory_writes()
@@ -242,11 +275,13 @@ class MemoryTGNN(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the memory phases and the RNG states (an exact resume replays dropout identically); a
-        checkpoint of an epoch that ``max_steps``/``max_time`` cut short resumes that epoch mid-way (see
-        :mod:`lightning_mspipe.epoch_stop`)."""
+        """Save the memory phases, the RNG states (an exact resume replays dropout identically) and the
+        staleness mitigation's state; a checkpoint of an epoch that ``max_steps``/``max_time`` cut short
+        resumes that epoch mid-way (see :mod:`lightning_mspipe.epoch_stop`)."""
         checkpoint["memory_phases"] = self.phases.state_dict()
         checkpoint["rng_states"] = rng_states()
+        if self._mitigation is not None:
+            checkpoint["staleness_mitigation"] = self._mitigation.state_dict()
         if self._trainer is not None:
             mark_epoch_unfinished(self.trainer, checkpoint)
 
@@ -255,6 +290,8 @@ class MemoryTGNN(L.LightningModule):
             self.phases.load_state_dict(checkpoint["memory_phases"])
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
+        if self._mitigation is not None and "staleness_mitigation" in checkpoint:
+            self._mitigation.load_state_dict(checkpoint["staleness_mitigation"])
 
 
 def rng_states() -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """``max_staleness="auto"``: the policy that picks the bound, and whether to pipeline at all, from measurements.
 
 The loader measures; this policy decides. The first batch of each measurement phase is left
-out of every estimate (it pays one-time costs: allocations, lazy initialisation, the thread's
+out of every estimate (it pays one-time costs: allocations, lazy initialisation, the threads'
 start), and the inputs of every choice are kept, so a checkpoint carries them and a resumed
-run keeps the choice.
+run keeps the choice. When the stage times drift (compared with those of the first epoch
+after the choice, measured in the chosen mode: the few batches of a measurement phase are too
+noisy a reference, and the lanes' own cost on a CPU must not be mistaken for drift), the
+policy is undecided again: the loader measures inline and pipelined once more, and both the
+bound and the mode are chosen anew.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class AutoBound:
         self.decided = False
         self.choices: list[dict[str, Any]] = []
         self._inputs: dict[str, float] | None = None  # stage times of the last choice
+        self._reference: dict[str, float] | None = None  # stage times of the first epoch in the chosen mode
 
     def phase_length(self, epoch_length: int) -> int:
         """Batches per measurement phase: the discarded ones plus ``warmup`` (short epochs decide in the first one)."""
@@ -52,22 +57,34 @@ class AutoBound:
         return self.bound
 
     def decide(self, times: StageTimes, inline_period: float, pipelined_period: float, pipelined_batches: int) -> None:
-        """Keep the pipeline if it was faster; decide only once at least 2 pipelined batches were measured."""
+        """Keep the pipeline if it was faster; decide only once at least 2 pipelined batches were measured.
+
+        Args:
+            times: Stage times of the inline phase (the bound was chosen from them).
+            inline_period, pipelined_period: Seconds per batch of each phase.
+            pipelined_batches: Batches measured in the pipelined phase.
+        """
         if pipelined_batches >= 2:
             self.pipelined = pipelined_period < inline_period
             self.decided = True
+            self._reference = None  # the next epoch start takes the chosen mode's times as the reference
         self._record(times, inline_period=inline_period, pipelined_period=pipelined_period)
 
     def reestimate(self, times: StageTimes) -> bool:
-        """At an epoch start: re-choose the bound if stage times drifted by more than ``drift``; return whether."""
-        if not self.decided or self._inputs is None:
+        """At an epoch start, with the last epoch's stage ``times``: the first time after a choice, keep
+        them as the reference; later, if they drifted by more than ``drift`` from it, become undecided
+        (the loader measures inline and pipelined again). Return whether it became undecided."""
+        if not self.decided:
             return False
         now = times.as_dict()
-        changed = max(abs(now[k] - v) / max(v, 1e-9) for k, v in self._inputs.items())
+        if self._reference is None:
+            self._reference = now
+            return False
+        changed = max(abs(now[k] - v) / max(v, 1e-9) for k, v in self._reference.items())
         if changed <= self.drift:
             return False
-        self.choose_bound(times)
-        self._record(times, reason=f"stage times drifted by {changed:.0%}")
+        self.decided, self.pipelined = False, False  # measure inline first, then pipelined
+        self._record(times, reason=f"stage times drifted by {changed:.0%}: measuring inline and pipelined again")
         return True
 
     def _record(self, times: StageTimes, **extra: Any) -> None:
@@ -79,12 +96,13 @@ class AutoBound:
     def state_dict(self) -> dict[str, Any]:
         """The choice, whether it is final, and its inputs (stage times and periods)."""
         return {"bound": self.bound, "pipelined": self.pipelined, "decided": self.decided,
-                "choices": [dict(c) for c in self.choices], "inputs": self._inputs}
+                "choices": [dict(c) for c in self.choices], "inputs": self._inputs, "reference": self._reference}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Keep a checkpoint's choice; a bound above this run's ``maximum`` is clamped (and logged)."""
         self.pipelined, self.decided = bool(state["pipelined"]), bool(state["decided"])
         self.choices, self._inputs = [dict(c) for c in state["choices"]], state["inputs"]
+        self._reference = state.get("reference")  # earlier checkpoints: the next epoch start sets it
         self.bound = min(int(state["bound"]), self.maximum)
         if self.bound != state["bound"]:
             log.warning("MSPipe auto: the checkpoint's bound %d is above max_auto_staleness=%d; using %d.",

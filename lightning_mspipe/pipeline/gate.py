@@ -5,6 +5,12 @@
   that does not stall training (:func:`fetch_delay`).
 - ``exact``: batch ``j`` reads exactly version ``max(0, j − s)``, because the write of batch
   ``i`` is held (:meth:`StalenessGate.hold_write`) until batch ``i + s`` has read memory.
+
+Every wait of the gate is on one condition, which the store notifies at every change of its
+version (:meth:`~lightning_mspipe.memory.store.MemoryStore.watch_version`) and the gate
+itself at every hand-over (:meth:`StalenessGate.mark_taken`) and fetch: a waiting fetch wakes
+at once, whichever of them it waits for. Between wake-ups a wait re-checks its stop flag and
+its timeout every ``poll`` seconds.
 """
 
 from __future__ import annotations
@@ -15,14 +21,9 @@ from typing import Callable
 
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.memory.store import MemoryStore
-from lightning_mspipe.pipeline.errors import PipelineTimeout, Stopped
+from lightning_mspipe.pipeline.errors import PipelineTimeout
 from lightning_mspipe.pipeline.lanes import POLL, LaneRun
 from lightning_mspipe.pipeline.schedule import StageTimes
-
-#: Seconds between checks for the previous batch's hand-over while a bounded fetch waits for it: the
-#: hand-over (``mark_taken``) does not wake a wait on the store's version, and with the stop-flag
-#: interval (``POLL``, 50 ms) the fetch started up to 50 ms late and training waited for it.
-HANDOVER_POLL = 0.001
 
 __all__ = ["StalenessGate", "fetch_delay"]
 
@@ -40,7 +41,7 @@ def fetch_delay(times: StageTimes, slack: float = SLACK) -> float:
 
 
 class StalenessGate:
-    """The version gate between the producer (fetches) and the training thread (hand-overs, writes).
+    """The version gate between the fetcher lane (fetches) and the training thread (hand-overs, writes).
 
     It also keeps the batches fetched but not yet handed to training (checkpoints save the
     stale ones). Thread-safe.
@@ -51,13 +52,16 @@ class StalenessGate:
         mode: ``"bounded"`` or ``"exact"``.
         timeout: Seconds any wait may last before it raises :class:`PipelineTimeout`.
         writer_state: Where the memory writer is, for the gate's timeout message.
+        poll: Seconds between checks of a waiting lane's stop flag and of the timeout (wake-ups
+            for a new version or a hand-over come at once, not at this interval).
     """
 
     def __init__(self, store: MemoryStore, bound: int, mode: str, timeout: float,
-                 writer_state: Callable[[], str] = lambda: "no writer") -> None:
+                 writer_state: Callable[[], str] = lambda: "no writer", poll: float = POLL) -> None:
         self.store, self.bound, self.mode, self.timeout = store, bound, mode, timeout
-        self.writer_state = writer_state
+        self.writer_state, self.poll = writer_state, poll
         self._cv = threading.Condition()
+        store.watch_version(self._cv)
         self.reset()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -68,18 +72,18 @@ class StalenessGate:
             self._fetched_upto = -1
             self._taken_at: dict[int, float] = {}
             self._segment_end = 0
-            self._producer_done = True
+            self._fetcher_done = True
 
     def start_segment(self, end: int) -> None:
-        """A producer starts; it will fetch batches up to ``end − 1``."""
+        """A fetcher starts; it will fetch batches up to ``end − 1``."""
         with self._cv:
             self._segment_end = end
-            self._producer_done = False
+            self._fetcher_done = False
 
     def end_segment(self) -> None:
-        """The producer ended (finished, stopped or failed): nothing waits for its fetches any more."""
+        """The fetcher ended (finished, stopped or failed): nothing waits for its fetches any more."""
         with self._cv:
-            self._producer_done = True
+            self._fetcher_done = True
             self._cv.notify_all()
 
     def mark_fetched(self, batch: TemporalBatch) -> None:
@@ -90,7 +94,7 @@ class StalenessGate:
             self._cv.notify_all()
 
     def mark_taken(self, index: int, at: float) -> None:
-        """Batch ``index`` was handed to training at ``at`` (``time.perf_counter()``)."""
+        """Batch ``index`` was handed to training at ``at`` (``time.perf_counter()``); wakes a fetch waiting for it."""
         with self._cv:
             self._taken_at[index] = at
             self._inflight.pop(index, None)
@@ -101,63 +105,60 @@ class StalenessGate:
         with self._cv:
             return list(self._inflight.values())
 
-    # ------------------------------------------------------------------ fetch side (producer)
+    # ------------------------------------------------------------------ fetch side (fetcher lane)
     def wait_to_fetch(self, index: int, run: LaneRun, times: Callable[[], StageTimes]) -> None:
         """Block the fetch of batch ``index`` until the gate opens (and, bounded, until its latest start).
+
+        Bounded mode, after the gate: wait until memory is fully fresh (version ``index``) or until
+        the latest start, :func:`fetch_delay` after batch ``index − 1`` was handed to training,
+        whichever comes first. Both events wake the wait at once.
 
         Raises:
             PipelineTimeout: The version gate stayed closed for ``timeout`` seconds.
             Stopped: The lane was asked to stop.
         """
         run.enter("wait for memory", index)
-        self._wait_version(max(0, index - self.bound), index, run)
-        if self.mode == "exact" or self.bound == 0:
-            return
-        deadline = None
-        started = time.monotonic()
-        while self.store.current_version < index:  # not yet fully fresh
-            if run.stop.is_set():
-                raise Stopped
-            with self._cv:
-                taken = self._taken_at.get(index - 1)
-            if taken is not None and deadline is None:
-                deadline = taken + fetch_delay(times())
-            if deadline is not None and time.perf_counter() >= deadline:
-                return
-            wait = HANDOVER_POLL if deadline is None else min(POLL, max(deadline - time.perf_counter(), 0.0))
-            self.store.wait_for_version(index, timeout=max(wait, 1e-4))
-            if time.monotonic() - started > self.timeout:
-                return  # the gate is already satisfied; fetch rather than wait any longer
-
-    def _wait_version(self, version: int, index: int, run: LaneRun) -> None:
+        needed = max(0, index - self.bound)
         deadline = time.monotonic() + self.timeout
-        while not self.store.wait_for_version(version, timeout=POLL):
-            if run.stop.is_set():
-                raise Stopped
-            if time.monotonic() > deadline:
-                raise PipelineTimeout(
-                    f"MSPipe pipeline: batch {index} waited {self.timeout:g}s at the staleness gate for memory "
-                    f"version {version} (it is {self.store.current_version}; {self.writer_state()}). Memory writes "
-                    "have stopped: does the model hand its writes to this pipeline (MSPipeStrategy attaches it with "
-                    "`use_memory_writer`), and is training still running?"
-                )
+        with self._cv:
+            while self.store.current_version < needed:
+                run.raise_if_stopped()
+                if time.monotonic() > deadline:
+                    raise PipelineTimeout(
+                        f"MSPipe pipeline: batch {index} waited {self.timeout:g}s at the staleness gate for memory "
+                        f"version {needed} (it is {self.store.current_version}; {self.writer_state()}). Memory writes "
+                        "have stopped: does the model hand its writes to this pipeline (MSPipeStrategy attaches it "
+                        "with `use_memory_writer`), and is training still running?"
+                    )
+                self._cv.wait(self.poll)
+            if self.mode == "exact" or self.bound == 0:
+                return
+            latest = None  # the latest start, once batch index − 1 is handed over
+            while self.store.current_version < index:  # not yet fully fresh
+                run.raise_if_stopped()
+                if latest is None and (taken := self._taken_at.get(index - 1)) is not None:
+                    latest = taken + fetch_delay(times())
+                now = time.perf_counter()
+                if (latest is not None and now >= latest) or time.monotonic() > deadline:
+                    return  # the gate is open: fetch rather than stall training (or wait past the timeout)
+                self._cv.wait(self.poll if latest is None else min(self.poll, latest - now))
 
-    # ------------------------------------------------------------------ write side (training thread)
+    # ------------------------------------------------------------------ write side (writer lane)
     def hold_write(self, index: int) -> None:
         """``exact`` mode: hold the write of batch ``index`` until batch ``index + s`` has read memory.
 
         Raises:
-            PipelineTimeout: The producer did not reach that batch within ``timeout`` seconds.
+            PipelineTimeout: The fetcher did not reach that batch within ``timeout`` seconds.
         """
         if self.mode != "exact":
             return
-        needed = min(index + self.bound, self._segment_end - 1)
         deadline = time.monotonic() + self.timeout
         with self._cv:
-            while self._fetched_upto < needed and not self._producer_done:
+            needed = min(index + self.bound, self._segment_end - 1)
+            while self._fetched_upto < needed and not self._fetcher_done:
                 if time.monotonic() > deadline:
                     raise PipelineTimeout(
                         f"MSPipe pipeline (exact mode): the memory write of batch {index} waited {self.timeout:g}s "
                         f"for batch {needed} to read memory version {needed - self.bound}."
                     )
-                self._cv.wait(timeout=POLL)
+                self._cv.wait(self.poll)

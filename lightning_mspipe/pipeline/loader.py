@@ -1,9 +1,11 @@
-"""PipelinedLoader: composes the producer lane, the staleness gate and the auto policy into Lightning's training iterable."""
+"""PipelinedLoader: composes the sampler, fetcher and writer lanes, the staleness gate and the auto policy into
+Lightning's training iterable."""
 
 from __future__ import annotations
 
 import time
 import warnings
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -14,33 +16,40 @@ from lightning_mspipe.pipeline.auto import DISCARD, AutoBound
 from lightning_mspipe.pipeline.contract import BatchSource
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
 from lightning_mspipe.pipeline.gate import StalenessGate
-from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane
-from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
+from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane, shutdown_lanes
+from lightning_mspipe.pipeline.profile import PipelineProfile, StageSpan, StageTimer, cuda_timing_events
 from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
-from lightning_mspipe.pipeline.stages import fetch_memory
+from lightning_mspipe.pipeline.transfer import BatchTransfer, make_transfer
 from lightning_mspipe.pipeline.writer import WriterLane
 
 __all__ = ["FaultHook", "PipelineError", "PipelineTimeout", "PipelinedLoader"]
 
 FaultHook = Callable[[str, int, Any], None]
-"""Test hook called as ``hook(stage, index, stop_event)`` before each producer stage."""
+"""Test hook called as ``hook(stage, index, stop_event)`` before each stage (``"sample"``, ``"features"``,
+``"memory"``, ``"write"``)."""
 
 
 class PipelinedLoader:
     """Wraps a :class:`~lightning_mspipe.pipeline.contract.BatchSource` with MSPipe's pipeline.
 
-    A producer lane (:class:`~lightning_mspipe.pipeline.lanes.ProducerLane`) runs stage 1
-    (sample), stage 2 (fetch features) and stage 3 (fetch memory) of upcoming batches while the
-    current batch trains; the writer lane (:class:`~lightning_mspipe.pipeline.writer.WriterLane`)
-    applies stage 5 (:meth:`submit_write`) in batch order off the training thread; the :class:`~lightning_mspipe.pipeline.gate.StalenessGate` lets the
-    memory fetch of batch ``j`` start once the store's version is at least ``j − s``
-    (``s = max_staleness``), later in ``bounded`` mode, and holds writes in ``exact`` mode.
+    Four lanes run the five stages of upcoming batches while the current batch trains: the
+    **sampler** (a :class:`~lightning_mspipe.pipeline.lanes.ProducerLane`) runs stage 1 (sample)
+    up to ``s + 2`` batches ahead of the fetcher (batches are seeded by index, so timing does
+    not change them); the **fetcher** (a second lane) takes its samples and runs stage 2 (fetch
+    features) and stage 3 (fetch memory), one after the other, as they share the host → device
+    link; the training thread runs stage 4; the **writer**
+    (:class:`~lightning_mspipe.pipeline.writer.WriterLane`) applies stage 5
+    (:meth:`submit_write`) in batch order. The best period is ``max(τ1, τ2 + τ3, τ4, τ5)``. The
+    :class:`~lightning_mspipe.pipeline.gate.StalenessGate` lets the memory fetch of batch ``j``
+    start once the store's version is at least ``j − s`` (``s = max_staleness``), later in
+    ``bounded`` mode, and holds writes in ``exact`` mode.
 
-    ``max_staleness="auto"`` first runs a phase of batches without the thread to measure the
+    ``max_staleness="auto"`` first runs a phase of batches without the lanes to measure the
     stage times, lets :class:`~lightning_mspipe.pipeline.auto.AutoBound` pick ``s``, runs a
-    phase pipelined, and keeps whichever was faster (on a CPU the producer and the step compete
-    for cores, so the pipeline can cost more than it hides). The bound is re-estimated at each
-    epoch start when stage times drifted by more than ``drift``.
+    phase pipelined, and keeps whichever was faster (on a CPU the lanes and the step compete
+    for cores, so the pipeline can cost more than it hides). When the stage times drifted by
+    more than ``drift`` at an epoch start, it measures both again and chooses the bound and the
+    mode anew.
 
     The wrapper is sized and stateful, so Lightning's loop, progress bar and checkpointing work
     unchanged; its state holds the in-flight batches whose memory snapshot predates a
@@ -53,7 +62,7 @@ class PipelinedLoader:
         mode: ``"bounded"`` or ``"exact"``.
         device: Where batches go (the compute device).
         timeout: Seconds any single wait may last before it raises :class:`PipelineTimeout`; a
-            shutdown waits at most ``min(timeout, 5)`` seconds for the producer thread, then warns.
+            shutdown waits at most ``min(timeout, 5)`` seconds for the lanes' threads, then warns.
         max_auto_staleness: Upper clamp of the automatic bound.
         warmup: Measured batches per phase of ``"auto"``.
         drift: Relative change of stage times that triggers re-estimation.
@@ -97,22 +106,34 @@ class PipelinedLoader:
             raise ValueError(f"PipelinedLoader: max_auto_staleness must be ≥ 0, got {max_auto_staleness}.")
         self.loader, self.store, self.mode = loader, store, mode
         self.device = torch.device(device) if device is not None else store.device
+        if self.device.type == "cuda" and self.device.index is None:  # every lane sets this very device
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.timeout, self.max_batches, self.fault_hook = timeout, max_batches, fault_hook
         self.profile = PipelineProfile()
+        cuda = self.device.type == "cuda"
+        self.timer = StageTimer(self.profile, cuda_timing_events(self.device) if cuda else None)  # stages 2–4
+        self.host_timer = StageTimer(self.profile)  # stage 1: host work only
         self.auto = AutoBound(max_auto_staleness, warmup, drift) if self.max_staleness == "auto" else None
         fixed = 0 if self.auto is not None else int(self.max_staleness)
         self.gate = StalenessGate(store, fixed, mode, timeout, writer_state=lambda: self.writer.describe())
+        largest = max_auto_staleness if self.auto is not None else fixed  # the largest s this loader may use
         self.writer = WriterLane(store, self.device, self.profile, timeout, hold=self.gate.hold_write,
-                                 fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT), exchange=exchange)
-        capacity = (max_auto_staleness if self.auto is not None else fixed) + 2
-        self.lane: ProducerLane[TemporalBatch] = ProducerLane(
-            "mspipe-producer", capacity, self.device, timeout,
-            describe=lambda: f" (memory version {self.store.current_version}; {self.writer.describe()})", join_timeout=min(timeout, JOIN_TIMEOUT),
+                                 fault_hook=fault_hook, join_timeout=min(timeout, JOIN_TIMEOUT), exchange=exchange,
+                                 bound=largest)
+        join_timeout = min(timeout, JOIN_TIMEOUT)
+        self.sampler: ProducerLane[TemporalBatch] = ProducerLane(
+            "mspipe-sampler", "sampler", largest + 2, self.device, timeout, join_timeout=join_timeout,
         )
+        self.fetcher: ProducerLane[TemporalBatch] = ProducerLane(
+            "mspipe-fetcher", "fetcher", largest + 2, self.device, timeout, describe=self._describe,
+            join_timeout=join_timeout, stream=True,
+        )
+        self.transfer: BatchTransfer = make_transfer(self.device, largest, timeout)
         self.threaded_now = False
         self._restored_snapshots: dict[int, tuple[MemorySnapshot, torch.Tensor]] = {}
         self._write_seconds: dict[int, float] = {}
         self._handed_at: dict[int, float] = {}
+        self._training: dict[int, StageSpan] = {}  # stage 4 of the batches handed over, until the next request
 
     # ------------------------------------------------------------------ the choice
     @property
@@ -122,7 +143,7 @@ class PipelinedLoader:
 
     @property
     def threaded(self) -> bool:
-        """Whether batches are prepared by the producer thread (``"auto"`` may keep them inline)."""
+        """Whether batches are prepared by the sampler and fetcher lanes (``"auto"`` may keep them inline)."""
         return self.auto is None or self.auto.pipelined
 
     @property
@@ -148,9 +169,10 @@ class PipelinedLoader:
         cap = len(self) if self.max_batches is None else min(len(self), int(self.max_batches()))
         self.gate.reset()
         self._handed_at.clear()
+        self._training.clear()  # a batch of a cut epoch never got its _after_step
         measured = self.profile.count("train") > 0  # a resumed run has no stage times yet
-        if self.auto is not None and measured and self.auto.reestimate(self.profile.stage_times()):
-            self.gate.bound = self.auto.bound
+        if self.auto is not None and measured:
+            self.auto.reestimate(self.profile.stage_times())  # on drift: undecided, measured again below
         index = start
         try:
             if not self.decided:
@@ -191,22 +213,21 @@ class PipelinedLoader:
         self.profile.record_wait(waited)
         self.profile.record_staleness(staleness)
         self._handed_at[batch.index] = now
+        self._training[batch.index] = self.timer.start("train", batch.index)
         self.gate.mark_taken(batch.index, now)
         self.loader.advance(batch.index)
         return batch
 
     def _after_step(self, index: int) -> None:
         """Stage 4's time: from hand-over to the next request, minus a write the training thread waited for."""
-        write = self._write_seconds.pop(index, 0.0)
-        handed = self._handed_at[index]
-        self.profile.record_span("train", index, handed, max(time.perf_counter() - write, handed))
+        self.timer.stop(self._training.pop(index), minus=self._write_seconds.pop(index, 0.0))
 
     def _inline_segment(self, index: int, end: int) -> Iterator[TemporalBatch]:
         """Stages 1–3 on demand in the main thread (the sequential baseline; staleness 0)."""
         self.threaded_now = False
         run = LaneRun()
         while index < end:
-            batch = self._prepare(index, run, gate=False)
+            batch = self._fetch(self._sample(index, run), run, gate=False)
             yield self._hand_over(batch, waited=0.0)
             self._after_step(index)
             index += 1
@@ -215,13 +236,14 @@ class PipelinedLoader:
     def _threaded_segment(self, index: int, end: int) -> Iterator[TemporalBatch]:
         self.threaded_now = True
         self.gate.start_segment(end)
-        self.lane.start(lambda i, run: self._prepare(i, run, gate=True), index, end, on_exit=self.gate.end_segment)
+        self.sampler.start(self._sample, index, end, on_exit=lambda: None)
+        self.fetcher.start(self._take_and_fetch, index, end, on_exit=self.gate.end_segment)
         try:
             while index < end:
                 requested = time.perf_counter()
-                batch = self.lane.take(index, check=self.writer.raise_if_failed)
+                batch = self.fetcher.take(index, check=self.writer.raise_if_failed)
                 assert batch.index == index, f"pipeline order broken: expected batch {index}, got {batch.index}"
-                batch = self.lane.finish_transfer(batch)
+                batch = self.transfer.hand_over(batch)  # the training stream waits for the batch's event
                 yield self._hand_over(batch, waited=time.perf_counter() - requested)
                 self._after_step(index)
                 index += 1
@@ -229,13 +251,18 @@ class PipelinedLoader:
             self._shutdown()
         return index
 
+    def _describe(self) -> str:
+        """Context for the timeout message of a wait for the fetcher: the other lanes and the memory version."""
+        return f" ({self.sampler.where()}; memory version {self.store.current_version}; {self.writer.describe()})"
+
     def close(self) -> None:
-        """Stop both threads now, dropping pending writes (on an exception, Ctrl-C or teardown)."""
+        """Stop every lane now, dropping pending writes (on an exception, Ctrl-C or teardown)."""
         self._shutdown()
         self.writer.close()
 
     def _shutdown(self) -> None:
-        self.lane.shutdown()
+        """Stop the sampler and fetcher lanes (joined within one deadline) and release the gate's holds."""
+        shutdown_lanes([self.fetcher, self.sampler], self.sampler.join_timeout)
         self.gate.end_segment()
 
     # ------------------------------------------------------------------ stage 5: the model's MemoryWriter
@@ -255,6 +282,14 @@ class PipelinedLoader:
     def flush_writes(self) -> None:
         """Block until every submitted write is committed (before validation, checkpoints, epoch ends)."""
         self.writer.flush()
+
+    def live_memory(self, index: int) -> MemoryStore:
+        """The store for a reader of live memory during the step of batch ``index`` (staleness mitigation):
+        in ``exact`` mode once the writes of every batch before ``index`` are committed (so the read
+        does not depend on timing), in ``bounded`` mode as it is."""
+        if self.mode == "exact":
+            self.wait_for_writes_before(index)
+        return self.store
 
     def wait_for_writes_before(self, index: int) -> None:
         """Block until the writes of every batch before ``index`` are committed (memory version ``≥ index``).
@@ -276,28 +311,42 @@ class PipelinedLoader:
                 )
 
     # ------------------------------------------------------------------ stages 1–3
-    def _stage(self, run: LaneRun, name: str, index: int) -> StageClock:
+    def _stage(self, run: LaneRun, name: str, index: int, timer: StageTimer | None = None) -> AbstractContextManager:
         run.enter(name, index)
         if self.fault_hook is not None:
             self.fault_hook(name, index, run.stop)
-        return StageClock(self.profile, name, index)
+        return (timer or self.timer).span(name, index)
 
-    def _prepare(self, index: int, run: LaneRun, gate: bool) -> TemporalBatch:
-        """Stages 1–3 of batch ``index`` (in the producer thread, or inline with ``gate=False``)."""
-        with self._stage(run, "sample", index):
+    def _sample(self, index: int, run: LaneRun) -> TemporalBatch:
+        """Stage 1 of batch ``index`` (in the sampler lane, or inline)."""
+        with self._stage(run, "sample", index, self.host_timer):
             batch = self.loader.sample(index)
+        run.enter("hand over", index)
+        return batch
+
+    def _take_and_fetch(self, index: int, run: LaneRun) -> TemporalBatch:
+        """The fetcher lane's work: batch ``index`` from the sampler lane, then stages 2 and 3."""
+        run.enter("wait for the sampler", index)
+        batch = self.sampler.take(index, check=run.raise_if_stopped, waiter="the fetcher")
+        return self._fetch(batch, run, gate=True)
+
+    def _fetch(self, batch: TemporalBatch, run: LaneRun, gate: bool) -> TemporalBatch:
+        """Stages 2 and 3 of a sampled batch, one after the other (in the fetcher lane, or inline with ``gate=False``).
+
+        On a GPU both run on the current stream (the fetcher's) without a host sync; the batch
+        carries the event that ends them (see :mod:`lightning_mspipe.pipeline.transfer`).
+        """
+        index = batch.index
         with self._stage(run, "features", index):
-            batch = self.loader.fetch_features(batch)
-            batch = self.lane.to_device(batch)
-        restored = self._restored_snapshots.pop(index, None)
-        if gate and restored is None:
-            self.gate.wait_to_fetch(index, run, self.profile.stage_times)
-        with self._stage(run, "memory", index):
-            if restored is not None:
-                batch.memory, batch.memory_index = restored
-            else:
-                batch = fetch_memory(self.store, batch, self.device)
-            self.lane.synchronize()
+            staged = self.transfer.features(self.loader.fetch_features(batch), run.raise_if_stopped)
+        try:
+            restored = self._restored_snapshots.pop(index, None)
+            if gate and restored is None:
+                self.gate.wait_to_fetch(index, run, self.profile.stage_times)
+            with self._stage(run, "memory", index):
+                batch = self.transfer.memory(staged, self.store, restored)
+        finally:
+            self.transfer.abandon(staged)  # gives the staging slot back if stage 3 did not
         run.enter("hand over", index)
         self.gate.mark_fetched(batch)
         return batch
@@ -308,11 +357,12 @@ class PipelinedLoader:
         (with its inputs), and the memory snapshots
         of fetched, not yet trained batches that predate the current memory version (for exact resume)."""
         version = self.store.current_version
-        inflight = {
-            batch.index: {"memory": vars(batch.memory.to("cpu")), "memory_index": batch.memory_index.cpu()}
-            for batch in self.gate.inflight()
-            if self.keep_inflight and batch.memory is not None and batch.memory.version < version
-        }
+        stale = [batch for batch in self.gate.inflight()
+                 if self.keep_inflight and batch.memory is not None and batch.memory.version < version]
+        for batch in stale:
+            self.transfer.settle(batch)  # its device copies may still be running
+        inflight = {batch.index: {"memory": vars(batch.memory.to("cpu")), "memory_index": batch.memory_index.cpu()}
+                    for batch in stale}
         return {"loader": self.loader.state_dict(), "inflight": inflight, "max_staleness": self.max_staleness,
                 "bound": self.bound, "auto": None if self.auto is None else self.auto.state_dict()}
 

@@ -27,8 +27,8 @@ class StageSpan(NamedTuple):
 class TimelineRecorder:
     """Collects the stage spans of batches ``first … first + batches − 1`` (of the first epoch that has them).
 
-    Thread-safe: the producer (stages 1–3), the training thread (stage 4) and the writer
-    (stage 5) add spans. A stage of a batch that is already recorded (a later epoch) is ignored,
+    Thread-safe: the sampler (stage 1), the fetcher (stages 2–3), the training thread (stage 4)
+    and the writer (stage 5) add spans. A stage of a batch that is already recorded (a later epoch) is ignored,
     so the recorder holds at most ``5 · batches`` spans.
 
     Args:

@@ -2,8 +2,8 @@
 
 The training thread submits each batch's :class:`~lightning_mspipe.memory.store.MemoryWrite`
 and goes on with the next batch; one thread applies the writes in submission order, so they
-commit in batch order, and the store's version advances only when a write is complete (on
-CUDA after the writer's stream has finished it). Before applying the write of batch ``i`` the
+commit in batch order, and the store's version advances only when a write is complete. Before
+applying the write of batch ``i`` the
 writer calls ``hold(i)`` (the exact-mode hold of the staleness gate). A failure in the writer
 is re-raised in the training thread naming the batch; every wait has a timeout that names
 what it waited for.
@@ -12,6 +12,13 @@ With several ranks, ``exchange`` maps each rank's write to the write of all rank
 all-gather on the exchange's own process group, so it never interleaves with the training
 thread's gradient collectives); it runs in this thread in batch order, so every rank issues
 the same collectives in the same order.
+
+On CUDA the thread works on its own stream, which waits (device-side, ``wait_event``) for an
+event the training stream recorded after the step that computed the write; the thread then
+waits on the host only for the write's own completion: the store's write event (store on the
+GPU), or the device → host copy into a pinned slot before the host scatter (store in host
+memory, :mod:`lightning_mspipe.pipeline.writeback`). Stage 5's time comes from CUDA events on
+the writer's stream.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from typing import Any, Callable
 
 import torch
 
+from lightning_mspipe.memory.ordering import CudaStreams
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
 from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout, Stopped
 from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, join_or_warn
-from lightning_mspipe.pipeline.profile import PipelineProfile, StageClock
+from lightning_mspipe.pipeline.profile import PipelineProfile, StageTimer, cuda_timing_events
+from lightning_mspipe.pipeline.writeback import make_write_back
 
 __all__ = ["WriterLane"]
 
@@ -43,7 +52,7 @@ class WriterLane:
     Args:
         store: The memory store written to.
         device: The compute device (where the writes are computed); on CUDA the thread works on
-            its own stream, after waiting (on the host) for the training stream's step.
+            its own stream (see the module docstring).
         profile: Receives stage 5's times (``"write"``).
         timeout: Seconds :meth:`flush` waits for the pending writes before it raises.
         hold: Called with the batch index before each write (the exact-mode hold); may block.
@@ -51,6 +60,7 @@ class WriterLane:
         join_timeout: Seconds :meth:`close` waits for the thread to end.
         exchange: Maps this rank's write of a batch to the write to apply (``exchange(index, write)``;
             the distributed strategy merges all ranks' writes), or ``None``: apply it as it is.
+        bound: The largest staleness bound in use (the write-back ring has ``bound + 2`` pinned slots).
     """
 
     def __init__(
@@ -63,12 +73,17 @@ class WriterLane:
         fault_hook: Callable[[str, int, Any], None] | None = None,
         join_timeout: float = JOIN_TIMEOUT,
         exchange: Callable[[int, MemoryWrite], MemoryWrite] | None = None,
+        bound: int = 0,
     ) -> None:
         self.store, self.profile, self.timeout, self.hold = store, profile, timeout, hold
         self.exchange = exchange
         self.fault_hook, self.join_timeout = fault_hook, join_timeout
         self.device = device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if cuda else None
+        self.streams = CudaStreams(device) if cuda else None
+        self.timer = StageTimer(profile, cuda_timing_events(device) if cuda else None)
+        self.write_back = make_write_back(device, bound, timeout)
         self._cv = threading.Condition()
         self._queue: queue.Queue[_Item] = queue.Queue()
         self._submitted = self._committed = 0
@@ -175,14 +190,18 @@ class WriterLane:
         run.enter("hold write", index)
         self.hold(index)
         run.enter("write", index)
-        if event is not None:
-            event.synchronize()  # the step's kernels are done, so the clock below times the write alone
+        if event is not None and self.streams is not None:
+            self.streams.wait(event)  # this stream starts after the step's kernels (no host wait)
         if self.exchange is not None:
             run.enter("exchange write", index)
             write = self.exchange(index, write)
             run.enter("write", index)
-        with StageClock(self.profile, "write", index):
-            self.store.scatter(write, synchronize=True)  # the version advances once the device is done
+        with self.timer.span("write", index):
+            if self.write_back is not None and write.memory.is_cuda and self.store.device.type == "cpu":
+                with self.write_back.to_host(write, run.raise_if_stopped) as on_host:
+                    self.store.scatter(on_host)
+            else:
+                self.store.scatter(write, synchronize=True)  # the version advances once the device is done
         with self._cv:
             self._committed += 1
             self._cv.notify_all()

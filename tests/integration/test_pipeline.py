@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning_mspipe import MSPipeStrategy, PipelineStats, StalenessGuard, StalenessMitigation
 from lightning_mspipe.memory import DirectWriter
 from lightning_mspipe.models import APAN, JODIE, TGN
+from lightning_mspipe.pipeline.lanes import THREAD_PREFIX
 from lightning_mspipe.pipeline.loader import PipelineError, PipelineTimeout
 
 from tests.conftest import SMALL_MODEL, small_datamodule
@@ -50,10 +51,10 @@ def assert_same_model(a, b):
         assert torch.equal(x, y), name
 
 
-def no_producer_threads():
-    """No producer or writer thread is left (within 5 s)."""
+def no_pipeline_threads():
+    """No pipeline thread (sampler, fetcher, writer) is left (within 5 s)."""
     deadline = time.monotonic() + 5
-    while any(t.name in ("mspipe-producer", "mspipe-writer") for t in threading.enumerate()):
+    while any(t.name.startswith(THREAD_PREFIX) for t in threading.enumerate()):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
@@ -153,7 +154,7 @@ def test_a_stage_that_raises_names_stage_and_batch_and_leaves_no_thread():
     strategy.fault_hook = fail
     with pytest.raises(PipelineError, match=r"stage 'features' failed on batch 3: OSError: disk unplugged"):
         fit(strategy=strategy)
-    assert no_producer_threads()
+    assert no_pipeline_threads()
 
 
 @pytest.mark.timeout(120)  # the deadline: the pipeline's own 0.5 s timeout must end the run long before
@@ -165,9 +166,10 @@ def test_a_stage_that_hangs_times_out_with_a_message_and_leaves_no_thread(hung):
 
     strategy = MSPipeStrategy(max_staleness=1, timeout=0.5)
     strategy.fault_hook = hang
-    with pytest.raises(PipelineTimeout, match=rf"waited 0.5s for batch 2; the producer is in stage '{hung}' of batch 2"):
+    # training's wait for the fetcher (or, for a hung sampler, the fetcher's wait for it) names the stage
+    with pytest.raises(PipelineTimeout, match=rf"waited 0.5s for batch 2; .*is in stage '{hung}' of batch 2"):
         fit(strategy=strategy)
-    assert no_producer_threads()
+    assert no_pipeline_threads()
 
 
 def test_a_stage_stuck_in_an_uninterruptible_call_times_out_and_does_not_freeze_shutdown():
@@ -181,14 +183,14 @@ def test_a_stage_stuck_in_an_uninterruptible_call_times_out_and_does_not_freeze_
     strategy.fault_hook = stuck
     with (
         pytest.warns(RuntimeWarning, match=r"did not stop within 0.5s; it is in stage 'features' of batch 2"),
-        pytest.raises(PipelineTimeout, match=r"the producer is in stage 'features' of batch 2"),
+        pytest.raises(PipelineTimeout, match=r"the fetcher is in stage 'features' of batch 2"),
     ):
         fit(strategy=strategy)
     release.set()
-    assert no_producer_threads()
+    assert no_pipeline_threads()
 
 
-def test_the_main_threads_intra_op_thread_count_is_unchanged_by_the_producer():
+def test_the_main_threads_intra_op_thread_count_is_unchanged_by_the_lanes():
     before = torch.get_num_threads()
     fit(strategy=MSPipeStrategy(max_staleness=1), epochs=1, limit_train_batches=4)
     assert torch.get_num_threads() == before
@@ -205,7 +207,7 @@ def test_a_hanging_memory_write_ends_in_a_named_timeout():
     strategy.fault_hook = hang
     with pytest.raises(PipelineTimeout, match=r"waited 3s.*the writer is in stage 'write' of batch 2"):
         fit(strategy=strategy)
-    assert no_producer_threads()
+    assert no_pipeline_threads()
 
 
 def test_missing_memory_writes_time_out_instead_of_hanging():
@@ -216,13 +218,16 @@ def test_missing_memory_writes_time_out_instead_of_hanging():
         def flush_writes(self):
             pass
 
+        def live_memory(self, index):
+            raise AssertionError("no mitigation here")
+
     class DropWrites(Callback):
         def on_train_start(self, trainer, pl_module):
             pl_module.use_memory_writer(Nowhere())  # replaces the pipeline the strategy attached
 
     with pytest.raises(PipelineTimeout, match=r"waited 0.5s at the staleness gate for memory version 1"):
         fit(strategy=MSPipeStrategy(max_staleness=0, timeout=0.5), callbacks=[DropWrites()])
-    assert no_producer_threads()
+    assert no_pipeline_threads()
 
 
 @pytest.mark.parametrize(
@@ -277,7 +282,7 @@ def test_lightning_features_work_with_the_pipeline():
     assert len(recorder.losses) == 3
     _, recorder, _ = fit(strategy=MSPipeStrategy(max_staleness=1), fast_dev_run=True)
     assert len(recorder.losses) == 1
-    assert no_producer_threads()
+    assert no_pipeline_threads()
 
 
 def test_auto_bound_is_chosen_from_measured_stage_times():
@@ -337,6 +342,23 @@ def test_mitigation_runs_and_reports_its_share():
     assert mitigation.seen_roots > 0 and 0 < mitigation.blended_share < 1
 
 
+def test_mitigation_meets_the_model_not_the_trainers_callbacks_and_its_table_is_in_the_checkpoint(tmp_path):
+    mitigation = StalenessMitigation(lam=0.5, quantile=0.5, top_k=3, similarity="cosine", rebuild_every=2)
+    callbacks_given = [StalenessGuard()]
+    model, _, trainer = fit(strategy=MSPipeStrategy(max_staleness=2, mode="exact", mitigation=mitigation),
+                            epochs=1, callbacks=callbacks_given)
+    assert not any(isinstance(c, StalenessMitigation) for c in trainer.callbacks)
+    assert model.staleness_mitigation is mitigation and mitigation.built_at_epoch_end
+    path = tmp_path / "end.ckpt"
+    trainer.save_checkpoint(path)  # after fit, as a user would
+    restored = StalenessMitigation(lam=0.5, quantile=0.5, top_k=3, similarity="cosine", rebuild_every=2)
+    fresh = TGN(num_nodes=model.hparams.num_nodes, edge_dim=model.hparams.edge_dim, **SMALL_MODEL)
+    fresh.use_staleness_mitigation(restored)
+    fresh.on_load_checkpoint(torch.load(path, weights_only=False))
+    assert torch.equal(restored.cosine.table, mitigation.cosine.table) and restored.built_at_epoch_end
+    assert restored.blended_roots == mitigation.blended_roots > 0
+
+
 def test_mitigation_from_the_live_store_keeps_exact_mode_timing_independent():
     results = []
     for seed in (1, 2):
@@ -351,7 +373,7 @@ def test_mitigation_from_the_live_store_keeps_exact_mode_timing_independent():
     assert_same_model(a, b)
 
 
-def test_ctrl_c_stops_the_producer():
+def test_ctrl_c_stops_every_lane():
     class Interrupt(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == 2:
@@ -359,7 +381,7 @@ def test_ctrl_c_stops_the_producer():
 
     with pytest.raises(SystemExit):  # Lightning ends a Ctrl-C'd run with exit status 1
         fit(strategy=MSPipeStrategy(max_staleness=2), callbacks=[Interrupt()])
-    assert no_producer_threads()
+    assert no_pipeline_threads()
 
 
 class StopAfter(Callback):

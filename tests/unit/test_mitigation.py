@@ -1,5 +1,3 @@
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -90,19 +88,13 @@ def test_lam_one_keeps_the_stale_value():
     assert batch.memory.memory[batch.memory_index[1]].tolist() == [0.0, 0.0]
 
 
-def _callback_inputs(store):
-    """A trainer without a pipeline and a module holding ``store``: what the callback reads."""
-    return SimpleNamespace(strategy=SimpleNamespace(pipeline=None)), SimpleNamespace(memory=store)
-
-
 def test_the_cosine_table_is_built_and_used_in_the_first_epoch():
     store = _live_store()
     _write(store, [0, 5], [[1.0, 0.0], [0.0, 50.0]], [0.7, 0.5])  # node 0 is most similar to 4 (cos 0.71; to 5: 0)
     mitigation = StalenessMitigation(lam=0.5, quantile=0.9, top_k=1, similarity="cosine", rebuild_every=1)
-    trainer, module = _callback_inputs(store)
     batch = _batch()
     batch.memory.version = 1  # stale by 2
-    mitigation.on_train_batch_start(trainer, module, batch, 0)
+    mitigation.before_step(batch, live_memory=lambda: store)
     assert mitigation.cosine.table is not None and mitigation.cosine.table[0, 0] == 4
     assert mitigation.blended_roots == 1  # with its cosine neighbour's live memory (4 at t=8 is newer than 1)
     assert batch.memory.memory[batch.memory_index[1]].tolist() == [20.0, 20.0]
@@ -123,3 +115,52 @@ def test_the_mitigation_state_round_trips_the_cosine_table():
 def test_bad_mitigation_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         StalenessMitigation(**kwargs)
+
+
+class SyncSpy(torch.Tensor):
+    """A tensor that counts how often it is read on the host (``int``, ``item``, ``bool``)."""
+
+    reads = 0
+
+    def __int__(self):
+        SyncSpy.reads += 1
+        return int(self.as_subclass(torch.Tensor))
+
+    def item(self):
+        SyncSpy.reads += 1
+        return self.as_subclass(torch.Tensor).item()
+
+
+def test_the_blend_count_stays_a_tensor_until_it_is_read(monkeypatch):
+    import lightning_mspipe.staleness_mitigation as module
+
+    blend = module.blend_stale_occurrences
+    monkeypatch.setattr(module, "blend_stale_occurrences", lambda *args: blend(*args).as_subclass(SyncSpy))
+    SyncSpy.reads = 0
+    store, mitigation = _live_store(), StalenessMitigation(lam=0.5, quantile=0.9, top_k=2)
+    for _ in range(3):
+        batch = _batch()  # stale by 3 (index 3, version 0)
+        mitigation.before_step(batch, live_memory=lambda: store)
+    assert SyncSpy.reads == 0  # no host sync per stale batch
+    assert mitigation.blended_roots == 3 and SyncSpy.reads == 1
+    assert mitigation.blended_roots == 3 and SyncSpy.reads == 1  # read once, then counted on the host
+
+
+def test_a_fresh_batch_neither_blends_nor_reads_live_memory():
+    batch, mitigation = _batch(), StalenessMitigation(quantile=0.5)
+    batch.memory.version = batch.index  # staleness 0
+
+    def no_read():
+        raise AssertionError("live memory read for a fresh batch")
+
+    mitigation.before_step(batch, live_memory=no_read)
+    assert mitigation.seen_roots == 0 and batch.memory.memory.shape[0] == NODES
+
+
+def test_a_cut_epoch_keeps_the_cosine_table_and_a_complete_one_rebuilds_it():
+    store = _live_store()
+    mitigation = StalenessMitigation(top_k=1, similarity="cosine")
+    mitigation.end_epoch(store, complete=False)
+    assert mitigation.cosine.table is None and not mitigation.built_at_epoch_end
+    mitigation.end_epoch(store, complete=True)
+    assert mitigation.cosine.table is not None and mitigation.built_at_epoch_end

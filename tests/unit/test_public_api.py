@@ -9,7 +9,7 @@ import pytest
 
 import lightning_mspipe
 import lightning_mspipe.data
-from lightning_mspipe import callbacks, models, strategy
+from lightning_mspipe import callbacks, models, staleness_mitigation, strategy
 from lightning_mspipe.distributed import strategy as ddp_strategy
 from lightning_mspipe.pipeline import stages
 from lightning_mspipe.data import datamodule, formats, registry, synthetic
@@ -33,7 +33,7 @@ TOP_LEVEL = {
     "load_dataset": registry.load_dataset,
     "synthetic_events": synthetic.synthetic_events,
     "StalenessGuard": callbacks.StalenessGuard,
-    "StalenessMitigation": callbacks.StalenessMitigation,
+    "StalenessMitigation": staleness_mitigation.StalenessMitigation,
     "PipelineStats": callbacks.PipelineStats,
     "PipelineTimeline": callbacks.PipelineTimeline,
 }

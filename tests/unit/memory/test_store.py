@@ -1,4 +1,6 @@
+import gc
 import threading
+import weakref
 
 import pytest
 import torch
@@ -122,3 +124,39 @@ def test_concurrent_reader_never_sees_a_half_done_write():
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert seen_torn == []
+
+
+class CountingCondition(threading.Condition):
+    """A condition that counts its ``notify_all`` calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.notified = 0
+
+    def notify_all(self):
+        self.notified += 1
+        super().notify_all()
+
+
+def test_every_change_of_the_version_notifies_a_watching_condition():
+    store = MemoryStore(10, 4, 3)
+    condition = CountingCondition()
+    store.watch_version(condition)
+    store.scatter(_write([1], 1.0))
+    store.begin_journal()
+    store.scatter(_write([2], 2.0))
+    store.rollback()
+    store.reset()
+    store.load_state_dict(store.state_dict())
+    assert condition.notified == 5  # two writes, a rollback, a reset, a load
+
+
+def test_the_store_does_not_keep_a_watcher_alive():
+    store = MemoryStore(10, 4, 3)
+    condition = CountingCondition()
+    store.watch_version(condition)
+    watcher = weakref.ref(condition)
+    del condition
+    gc.collect()
+    assert watcher() is None  # a pipeline's gate does not leak with the model's store
+    store.scatter(_write([1], 1.0))

@@ -46,7 +46,7 @@ def test_none_gives_the_model_its_direct_writer_back():
 
 
 def test_an_object_that_is_not_a_writer_is_refused_with_what_it_needs():
-    with pytest.raises(TypeError, match=r"dict is not a MemoryWriter; it needs submit_write\(index, write\) and flush_writes"):
+    with pytest.raises(TypeError, match=r"dict is not a MemoryWriter; it needs submit_write\(index, write\), flush_writes\(\) and live_memory"):
         TGN(num_nodes=10, **SMALL_MODEL).use_memory_writer({})
 
 

@@ -31,15 +31,27 @@ def test_the_faster_of_inline_and_pipelined_is_kept_once_two_pipelined_batches_w
     assert policy.choices[-1]["max_staleness"] == 1 and policy.choices[-1]["train"] == 10
 
 
-def test_reestimation_only_on_drift():
+def test_drift_makes_the_policy_measure_inline_and_pipelined_again():
     policy = AutoBound(maximum=8, drift=0.25)
     policy.choose_bound(TIMES)
     policy.decide(TIMES, 1.0, 0.5, 2)
+    assert not policy.reestimate(TIMES)  # the first epoch in the chosen mode: its times become the reference
     assert not policy.reestimate(StageTimes(1, 2, 3, 11, 1))  # 10% slower step
-    assert policy.bound == 1
-    memory_bound = StageTimes(1, 2, 30, 10, 30)  # P = 32; ⌈70 / 32⌉ − 1 = 2
-    assert policy.reestimate(memory_bound) and policy.bound == 2
+    assert policy.decided and policy.pipelined and policy.bound == 1
+    assert policy.reestimate(StageTimes(1, 2, 30, 10, 30))  # memory-bound now
+    assert not policy.decided and not policy.pipelined  # the loader measures inline first, then pipelined
     assert "drifted" in policy.choices[-1]["reason"]
+    policy.choose_bound(StageTimes(1, 2, 30, 10, 30))  # P = 32; ⌈70 / 32⌉ − 1 = 2
+    policy.decide(StageTimes(1, 2, 30, 10, 30), inline_period=1.0, pipelined_period=2.0, pipelined_batches=2)
+    assert policy.decided and not policy.pipelined and policy.bound == 2  # inline won this time
+
+
+def test_drift_is_measured_against_the_first_epoch_in_the_chosen_mode():
+    policy = AutoBound(maximum=8, drift=0.25)
+    contended = StageTimes(sample=2, features=4, memory=6, train=15, write=2)  # the lanes slow the step on a CPU
+    policy.decide(TIMES, inline_period=1.0, pipelined_period=0.8, pipelined_batches=2)
+    assert not policy.reestimate(contended)  # far from the inline phase's times, but it is the reference now
+    assert not policy.reestimate(contended) and policy.reestimate(TIMES)
 
 
 def test_the_choice_survives_a_state_round_trip():
@@ -50,7 +62,9 @@ def test_the_choice_survives_a_state_round_trip():
     restored.load_state_dict(policy.state_dict())
     assert (restored.bound, restored.pipelined, restored.decided) == (1, True, True)
     assert restored.choices == policy.choices and restored.choices[0]["memory"] == 3  # the inputs travel too
-    assert not restored.reestimate(TIMES)  # it compares against the restored inputs: no drift
+    policy.reestimate(TIMES)  # the reference travels too
+    restored.load_state_dict(policy.state_dict())
+    assert not restored.reestimate(TIMES) and restored.reestimate(StageTimes(1, 2, 30, 10, 30))
 
 
 def test_a_restored_bound_above_this_runs_maximum_is_clamped():

@@ -78,7 +78,7 @@ def test_exact_mode_holds_the_write_of_i_until_batch_i_plus_s_is_fetched():
     assert outcome == ["done"]
 
 
-def test_exact_hold_is_released_when_the_producer_ends_and_capped_at_the_segment_end():
+def test_exact_hold_is_released_when_the_fetcher_ends_and_capped_at_the_segment_end():
     gate = StalenessGate(make_store(), bound=5, mode="exact", timeout=30)
     gate.start_segment(end=3)
     gate.mark_fetched(stub_batch(2))
@@ -145,3 +145,48 @@ def test_bounded_mode_fetches_stale_memory_once_its_latest_start_has_passed():
     gate.mark_taken(1, at=time.perf_counter() - 100.0)  # batch 1 trained long ago: no time left to wait
     gate.wait_to_fetch(2, LaneRun(), lambda: StageTimes(0, 0, 1.0, 10.0, 1.0))  # latest start 8 s after
     assert store.current_version == 0
+
+
+SLOW_POLL = 30.0  # the gate's periodic re-check: far longer than any wake-up the tests wait for
+
+
+def test_a_hand_over_wakes_a_bounded_fetch_waiting_for_it_at_once():
+    store = make_store()
+    gate = StalenessGate(store, bound=2, mode="bounded", timeout=60, poll=SLOW_POLL)
+    commit_write(store)  # version 1 ≥ 3 − 2: the gate is open, the version then stalls
+    no_wait = lambda: StageTimes(0, 0, 0, 0, 0)  # noqa: E731 - the latest start is the hand-over itself
+    thread, outcome = in_thread(lambda: gate.wait_to_fetch(3, LaneRun(), no_wait))
+    thread.join(0.2)
+    assert thread.is_alive() and not outcome  # waits for batch 2's hand-over
+    taken = time.monotonic()
+    gate.mark_taken(2, at=time.perf_counter())
+    thread.join(10)
+    assert outcome == ["done"] and time.monotonic() - taken < 0.5  # woken by the hand-over, not by the 30 s poll
+    assert store.current_version == 1
+
+
+def test_a_new_version_wakes_a_fetch_at_the_gate_at_once():
+    store = make_store()
+    gate = StalenessGate(store, bound=0, mode="bounded", timeout=60, poll=SLOW_POLL)
+    thread, outcome = in_thread(lambda: gate.wait_to_fetch(1, LaneRun(), NO_TIMES))
+    thread.join(0.2)
+    assert thread.is_alive() and not outcome
+    committed = time.monotonic()
+    commit_write(store)
+    thread.join(10)
+    assert outcome == ["done"] and time.monotonic() - committed < 0.5
+
+
+def test_a_new_version_wakes_a_bounded_fetch_waiting_for_fresher_memory():
+    store = make_store()
+    gate = StalenessGate(store, bound=1, mode="bounded", timeout=60, poll=SLOW_POLL)
+    commit_write(store)  # version 1 ≥ 2 − 1: open; waits for version 2 or the latest start (60 s away)
+    gate.mark_taken(1, at=time.perf_counter())
+    long_step = lambda: StageTimes(0, 0, 0, train=100.0, write=0)  # noqa: E731
+    thread, outcome = in_thread(lambda: gate.wait_to_fetch(2, LaneRun(), long_step))
+    thread.join(0.2)
+    assert thread.is_alive() and not outcome
+    committed = time.monotonic()
+    commit_write(store)
+    thread.join(10)
+    assert outcome == ["done"] and time.monotonic() - committed < 0.5

@@ -34,7 +34,7 @@ def test_bounded_mode_stays_within_the_bound_and_ends_its_thread(source, bound):
     pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, timeout=30)
     seen = train(pipeline)
     assert all(0 <= index - version <= bound for index, version in seen)
-    assert not pipeline.lane.running()
+    assert not pipeline.sampler.running() and not pipeline.fetcher.running()
 
 
 def test_batches_match_the_unpipelined_source(source):
@@ -65,7 +65,7 @@ def test_state_holds_the_position_and_stale_inflight_snapshots(source):
         batch = next(iterator)
         pipeline.submit_write(batch.index, node_write())
     pipeline.flush_writes()  # the strategy does this before a checkpoint
-    state = pipeline.state_dict()  # the producer may have fetched batches 3 and 4 at versions 1 and 2
+    state = pipeline.state_dict()  # the fetcher may have fetched batches 3 and 4 at versions 1 and 2
     pipeline.close()
     assert state["loader"]["next_batch"] == 3
     assert all(int(i) >= 3 and entry["memory"]["version"] < 3 for i, entry in state["inflight"].items())
@@ -143,3 +143,61 @@ def test_without_kept_snapshots_the_state_has_none_and_a_resume_refetches(source
     state, store = checkpoint_after(source, bound=2, batches=3)  # a one-process checkpoint with snapshots
     seen = train(resume(source, state, store, max_staleness=2, mode="exact", keep_inflight=False))
     assert seen[0] == (3, 3)  # batch 3 fetched memory again, at the checkpoint's version
+
+
+def wait_until(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_sampler_lane_runs_ahead_while_the_fetcher_waits_at_the_gate(source):
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=0, timeout=30)
+    iterator = iter(pipeline)
+    first = next(iterator)  # no write yet: the fetch of batch 1 waits for version 1
+    # the sampler does not wait for memory: batch 1 went to the fetcher, 2 and 3 fill its queue (s + 2), 4 waits for room
+    assert wait_until(lambda: pipeline.profile.count("sample") == 5)
+    assert pipeline.profile.count("memory") == 1 and pipeline.profile.count("features") == 2
+    pipeline.submit_write(first.index, node_write())
+    assert next(iterator).index == 1
+    pipeline.close()
+
+
+def test_sampling_overlaps_fetching(source):
+    # τ1 = τ2 = 40 ms of waiting (no CPU): one thread for both would take 80 ms a batch, the two lanes 40 ms
+    def slow(stage, index, stop):
+        if stage in ("sample", "features"):
+            time.sleep(0.04)
+
+    pipeline = PipelinedLoader(source, make_store(), max_staleness=2, mode="exact", timeout=30, fault_hook=slow)
+    started = time.monotonic()
+    train(pipeline)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.8 * len(source) * 0.08, f"{elapsed:.2f}s for {len(source)} batches: stages 1 and 2 did not overlap"
+
+
+def test_auto_measures_inline_and_pipelined_again_when_stage_times_drift(source, monkeypatch):
+    slow, fetch_features = {"features": False}, source.fetch_features
+
+    def features(batch):
+        if slow["features"]:
+            time.sleep(0.02)  # the link got slower: τ2 grows by 20 ms
+        return fetch_features(batch)
+
+    monkeypatch.setattr(source, "fetch_features", features)
+    pipeline = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30)
+
+    def epoch():
+        pipeline.store.reset()  # the model resets memory at every epoch start
+        train(pipeline)
+
+    epoch()
+    assert pipeline.decided and len(pipeline.choices) == 1
+    slow["features"] = True
+    epoch()  # epoch 1 is slow; its start still saw epoch 0's times
+    assert len(pipeline.choices) == 1
+    epoch()  # epoch 2 starts with the drift in view: measure both ways again
+    drift, decision = pipeline.choices[1:]
+    assert "drifted" in drift["reason"] and "inline_period" in decision
+    assert decision["features"] >= 0.02 and pipeline.decided  # measured again: the 20 ms are in it

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from lightning_mspipe.memory.store import MemoryStore
 from lightning_mspipe.pipeline.errors import PipelineTimeout
+from lightning_mspipe.pipeline.lanes import THREAD_PREFIX
 from lightning_mspipe.pipeline.loader import PipelinedLoader
 from lightning_mspipe.pipeline.schedule import MODES
 from tests.conftest import small_datamodule
 from tests.unit.pipeline.conftest import MAIL_DIM, MEMORY_DIM, node_write
 
 STAGES = ("sample", "features", "memory", "write")  # every stage that calls the fault hook
-THREADS = ("mspipe-producer", "mspipe-writer")
 
 
 class CommitLog(MemoryStore):
@@ -57,9 +57,9 @@ def random_delays(seed: int, scale: float = 0.003):
 
 
 def pipeline_threads() -> bool:
-    """Whether a producer or writer thread is still alive after 5 s."""
+    """Whether a pipeline thread (sampler, fetcher, writer) is still alive after 5 s."""
     deadline = time.monotonic() + 5
-    while any(t.name in THREADS for t in threading.enumerate()):
+    while any(t.name.startswith(THREAD_PREFIX) for t in threading.enumerate()):
         if time.monotonic() > deadline:
             return True
         time.sleep(0.01)

@@ -88,15 +88,19 @@ def test_each_write_is_held_until_the_gate_allows_it():
 
 
 def test_a_failed_write_is_re_raised_naming_the_batch():
+    submitted = threading.Event()
+
     class Failing(RecordingStore):
         def scatter(self, write, synchronize=False):
             if int(write.memory[0, 0]) == 2:
+                submitted.wait(30)  # fail once all four are submitted (else submit(3) raises first)
                 raise RuntimeError("CUDA error: out of memory")
             return super().scatter(write, synchronize)
 
     writer = make_writer(Failing())
     for index in range(4):
         writer.submit(index, write_of(index))
+    submitted.set()
     with pytest.raises(PipelineError, match=r"stage 'write' failed on batch 2: RuntimeError: CUDA error: out of memory"):
         writer.flush()
     with pytest.raises(PipelineError, match=r"batch 2"):
