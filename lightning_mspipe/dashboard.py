@@ -2,7 +2,7 @@
 
 :data:`SECTIONS` is the layout: sections of panels, each panel a kind and the metric keys it
 shows (the keys :class:`~lightning_mspipe.callbacks.PipelineStats`, the models and
-:class:`~lightning_mspipe.callbacks.StalenessMitigation` log). :func:`save_workspace` turns it
+:class:`~lightning_mspipe.staleness_mitigation.StalenessMitigation` log). :func:`save_workspace` turns it
 into a W&B workspace view of a project with the ``wandb-workspaces`` package (``pip install
 "lightning-mspipe[dashboard]"``, imported only there) and saves it; it needs a W&B login and
 the network. From the shell::
