@@ -14,6 +14,7 @@ Run from the repository root (alone on the machine: it uses every core it gets):
     python bench/staleness_accuracy.py                                  # TGN, JODIE on UCI, s = 0…4, 3 seeds
     python bench/staleness_accuracy.py --models tgn --seeds 0 --epochs 2 --max-events 12000   # a quick look
     python bench/staleness_accuracy.py --device cuda --jobs 12          # on a GPU machine
+    python bench/staleness_accuracy.py --bounds 2 4 --mitigation --resume   # add runs to the recorded ones
 
 Writes ``bench/results/staleness_accuracy_<tag>.{json,md}`` after every finished run.
 """
@@ -21,6 +22,7 @@ Writes ``bench/results/staleness_accuracy_<tag>.{json,md}`` after every finished
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 import time
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
     REAL_DATASETS,
+    RESULTS,
     bench_trainer,
     epoch_curves,
     load_dataset,
@@ -153,6 +156,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (separate processes)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--tag", default=None, help="results file suffix (default: the device)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in this tag's results file (same epochs and events) and run the rest")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU")
@@ -166,7 +171,9 @@ def main() -> None:
     jobs = [{"model": m, "dataset": d, "bound": s, "mitigation": mitigated, "seed": seed, "args": job_args}
             for seed in args.seeds for d in args.datasets for m in args.models for s in args.bounds
             for mitigated in ((False, True) if args.mitigation and s > 0 else (False,))]
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs = earlier_runs(args, parser) if args.resume else {}
+    done = {(key, run["seed"]) for key, group in runs.items() for run in group}
+    jobs = [job for job in jobs if (config_key(job), job["seed"]) not in done]
     started = time.perf_counter()
     for run in run_in_processes(run_one, jobs, args.jobs):  # spawned workers (CUDA needs them)
         runs.setdefault(config_key(run), []).append(run)
@@ -178,6 +185,18 @@ def main() -> None:
                                      args.out)
         plot(runs, json_path.with_name(f"staleness_accuracy_{args.tag}_curves.png"))
     print(markdown(args, runs, machine))
+
+
+def earlier_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, list[dict[str, Any]]]:
+    """The runs recorded in ``staleness_accuracy_<tag>.json``, if it was made with the same epochs and events."""
+    path = (args.out or RESULTS) / f"staleness_accuracy_{args.tag}.json"
+    if not path.exists():
+        return {}
+    recorded = json.loads(path.read_text())
+    for key in ("epochs", "max_events"):
+        if recorded["config"].get(key) != getattr(args, key):
+            parser.error(f"--resume: {path} has {key}={recorded['config'].get(key)}, this run {getattr(args, key)}")
+    return recorded["runs"]
 
 
 if __name__ == "__main__":
