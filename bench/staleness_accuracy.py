@@ -112,7 +112,8 @@ def markdown(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], ma
 
 
 def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
-    """Training loss and validation AP per epoch, one colour per bound; False without matplotlib."""
+    """Training loss and validation AP per epoch, one colour per bound (thick: mean over seeds; thin: each
+    seed; dashed: with mitigation); False without matplotlib."""
     try:
         import matplotlib
 
@@ -126,12 +127,15 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
         for key, group_runs in sorted(runs.items()):
             if not key.startswith(group + "/"):
                 continue
-            label = key.split("/")[2]
+            label, colour = key.split("/")[2], f"C{group_runs[0]['bound']}"
             style = "--" if key.endswith("+m") else "-"
-            for i, r in enumerate(group_runs):
-                axes[0][column].plot(range(1, len(r["loss"]) + 1), r["loss"], style, label=label if i == 0 else None)
-                axes[1][column].plot(range(1, len(r["val_ap"]) + 1), r["val_ap"], style,
-                                     label=label if i == 0 else None)
+            for row, metric in enumerate(("loss", "val_ap")):
+                curves = [r[metric] for r in group_runs]
+                for curve in curves:  # each seed, thin
+                    axes[row][column].plot(range(1, len(curve) + 1), curve, style, color=colour, alpha=0.3, lw=0.8)
+                epochs = min(len(curve) for curve in curves)
+                mean = [sum(curve[e] for curve in curves) / len(curves) for e in range(epochs)]
+                axes[row][column].plot(range(1, epochs + 1), mean, style, color=colour, lw=2, label=label)
         axes[0][column].set_title(group)
         axes[0][column].set_ylabel("training loss")
         axes[1][column].set_ylabel("validation AP")
