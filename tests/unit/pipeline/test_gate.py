@@ -150,31 +150,30 @@ def test_bounded_mode_fetches_stale_memory_once_its_latest_start_has_passed():
 SLOW_POLL = 30.0  # the gate's periodic re-check: far longer than any wake-up the tests wait for
 
 
+def assert_woken_by(action, wait) -> None:
+    """``wait`` blocks at the gate until ``action`` runs, then ends well before the 30 s poll could end it."""
+    thread, outcome = in_thread(wait)
+    thread.join(0.2)
+    assert thread.is_alive() and not outcome  # blocked at the gate
+    action()
+    thread.join(10)  # 10 s < SLOW_POLL: only the action's notification can have ended the wait
+    assert outcome == ["done"]
+
+
 def test_a_hand_over_wakes_a_bounded_fetch_waiting_for_it_at_once():
     store = make_store()
     gate = StalenessGate(store, bound=2, mode="bounded", timeout=60, poll=SLOW_POLL)
     commit_write(store)  # version 1 ≥ 3 − 2: the gate is open, the version then stalls
     no_wait = lambda: StageTimes(0, 0, 0, 0, 0)  # noqa: E731 - the latest start is the hand-over itself
-    thread, outcome = in_thread(lambda: gate.wait_to_fetch(3, LaneRun(), no_wait))
-    thread.join(0.2)
-    assert thread.is_alive() and not outcome  # waits for batch 2's hand-over
-    taken = time.monotonic()
-    gate.mark_taken(2, at=time.perf_counter())
-    thread.join(10)
-    assert outcome == ["done"] and time.monotonic() - taken < 0.5  # woken by the hand-over, not by the 30 s poll
+    assert_woken_by(lambda: gate.mark_taken(2, at=time.perf_counter()),  # waits for batch 2's hand-over
+                    lambda: gate.wait_to_fetch(3, LaneRun(), no_wait))
     assert store.current_version == 1
 
 
 def test_a_new_version_wakes_a_fetch_at_the_gate_at_once():
     store = make_store()
     gate = StalenessGate(store, bound=0, mode="bounded", timeout=60, poll=SLOW_POLL)
-    thread, outcome = in_thread(lambda: gate.wait_to_fetch(1, LaneRun(), NO_TIMES))
-    thread.join(0.2)
-    assert thread.is_alive() and not outcome
-    committed = time.monotonic()
-    commit_write(store)
-    thread.join(10)
-    assert outcome == ["done"] and time.monotonic() - committed < 0.5
+    assert_woken_by(lambda: commit_write(store), lambda: gate.wait_to_fetch(1, LaneRun(), NO_TIMES))
 
 
 def test_a_new_version_wakes_a_bounded_fetch_waiting_for_fresher_memory():
@@ -183,10 +182,4 @@ def test_a_new_version_wakes_a_bounded_fetch_waiting_for_fresher_memory():
     commit_write(store)  # version 1 ≥ 2 − 1: open; waits for version 2 or the latest start (60 s away)
     gate.mark_taken(1, at=time.perf_counter())
     long_step = lambda: StageTimes(0, 0, 0, train=100.0, write=0)  # noqa: E731
-    thread, outcome = in_thread(lambda: gate.wait_to_fetch(2, LaneRun(), long_step))
-    thread.join(0.2)
-    assert thread.is_alive() and not outcome
-    committed = time.monotonic()
-    commit_write(store)
-    thread.join(10)
-    assert outcome == ["done"] and time.monotonic() - committed < 0.5
+    assert_woken_by(lambda: commit_write(store), lambda: gate.wait_to_fetch(2, LaneRun(), long_step))

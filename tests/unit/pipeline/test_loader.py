@@ -165,16 +165,19 @@ def test_the_sampler_lane_runs_ahead_while_the_fetcher_waits_at_the_gate(source)
 
 
 def test_sampling_overlaps_fetching(source):
-    # τ1 = τ2 = 40 ms of waiting (no CPU): one thread for both would take 80 ms a batch, the two lanes 40 ms
+    # τ1 = τ2 = 40 ms of waiting (no CPU); one thread for both stages could never run them at once
+    spans: dict[str, list[tuple[float, float]]] = {"sample": [], "features": []}
+
     def slow(stage, index, stop):
-        if stage in ("sample", "features"):
+        if stage in spans:
+            begin = time.monotonic()
             time.sleep(0.04)
+            spans[stage].append((begin, time.monotonic()))
 
     pipeline = PipelinedLoader(source, make_store(), max_staleness=2, mode="exact", timeout=30, fault_hook=slow)
-    started = time.monotonic()
     train(pipeline)
-    elapsed = time.monotonic() - started
-    assert elapsed < 0.8 * len(source) * 0.08, f"{elapsed:.2f}s for {len(source)} batches: stages 1 and 2 did not overlap"
+    overlapping = [(a, b) for a in spans["sample"] for b in spans["features"] if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, "stages 1 and 2 never ran at the same time"
 
 
 def test_auto_measures_inline_and_pipelined_again_when_stage_times_drift(source, monkeypatch):
