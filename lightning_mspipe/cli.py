@@ -160,11 +160,12 @@ class MSPipeTrainer(L.Trainer):
         slow_link_ms: float = 0.0,
         max_staleness: int | None = None,
     ) -> ProfileReport:
-        """Draw the pipeline's stage timeline at s = 0 and at the chosen s into a PNG.
+        """Draw the pipeline's stage timeline, sequential, at s = 0 and at the chosen s, into a PNG.
 
-        Trains ``warmup + batches + 1`` batches at ``s = 0`` and again at the bound ``"auto"``
-        would choose from the measured stage times, from the same initial weights, on this
-        trainer's device (:func:`~lightning_mspipe.profiler.profile_pipeline`); saves the picture
+        Trains ``warmup + batches + 1`` batches with every stage on the training thread, again
+        pipelined at ``s = 0``, and again at the bound ``"auto"`` would choose from the sequential
+        run's stage times, from the same initial weights, on this trainer's device
+        (:func:`~lightning_mspipe.profiler.profile_pipeline`); saves the picture
         (one panel per run, one lane per stage, a bar per batch) and sends it to the loggers that
         take images (W&B, TensorBoard).
 
@@ -176,7 +177,7 @@ class MSPipeTrainer(L.Trainer):
             warmup: Batches trained before the timeline starts.
             slow_link_ms: Milliseconds added to every memory gather (stage 3) and write (stage 5),
                 as a slow host-device link would (0: the real stage times).
-            max_staleness: The second run's bound instead of the chosen one (at least 1).
+            max_staleness: The last run's bound instead of the chosen one (at least 1).
         """
         report = profile_pipeline(
             model, datamodule, batches=batches, warmup=warmup, slow_link_ms=slow_link_ms,

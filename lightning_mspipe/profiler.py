@@ -1,13 +1,21 @@
-"""Profile the pipeline: the same batches at ``s = 0`` and at the chosen ``s``, with their stage timelines.
+"""Profile the pipeline: the same batches without lanes, pipelined at ``s = 0`` and at the chosen ``s``.
 
-:func:`profile_pipeline` trains a few batches synchronously (``s = 0``), chooses ``s`` from the
-measured stage times with the formula ``max_staleness="auto"`` uses, trains the same batches
-again from the same initial weights at that ``s``, and returns both runs' timelines
-(:class:`~lightning_mspipe.pipeline.timeline.TimelineRecorder`); ``mspipe profile`` draws them.
+:func:`profile_pipeline` trains a few batches three times from the same initial weights and
+returns each run's stage timeline (:class:`~lightning_mspipe.pipeline.timeline.TimelineRecorder`);
+``mspipe profile`` draws them:
 
-On a CPU the memory stages take a millisecond or two and the training step dominates, so the
-bubbles are small; :func:`slow_memory_link` adds a delay to every memory gather (stage 3) and
-write (stage 5), as a slow host–device link would, to show what the pipeline hides on a GPU.
+1. **sequential** (``mode="sequential"``, ``s = 0``): every stage on the training thread, one
+   batch at a time, as Lightning's own loop runs them; the training stage idles while
+   stages 1–3 and 5 run (the bubbles);
+2. **pipelined at** ``s = 0``: the lanes sample and fetch features ahead, but the memory fetch of
+   batch ``j`` still waits for the write of batch ``j − 1``;
+3. **pipelined at the chosen** ``s``: chosen from the sequential run's stage times by the formula
+   ``max_staleness="auto"`` uses, so the memory fetch of a later batch runs while an earlier one trains.
+
+On a CPU the memory stages take a millisecond or two and the fetch of the next batch fits in
+the current batch's backward pass, so run 2 already has almost no bubbles;
+:func:`slow_memory_link` adds a delay to every memory gather (stage 3) and write (stage 5), as a
+slow host–device link would, to show what staleness hides on a GPU.
 """
 
 from __future__ import annotations
@@ -36,18 +44,23 @@ class ProfileReport:
     """What :func:`profile_pipeline` measured.
 
     Args:
-        chosen: The bound chosen from the ``s = 0`` run's stage times (or the one given).
+        chosen: The bound chosen from the sequential run's stage times (or the one given).
         times: Those mean stage times (seconds).
-        timelines: The bound of each run → its recorder (``0`` and ``chosen``).
+        sequential: The timeline of the sequential run (no lanes, ``s = 0``).
+        timelines: The bound of each pipelined run → its timeline (``0`` and ``chosen``).
     """
 
     chosen: int
     times: StageTimes
+    sequential: TimelineRecorder
     timelines: dict[int, TimelineRecorder]
 
     def panels(self) -> dict[str, TimelineRecorder]:
-        """Panel titles for :func:`~lightning_mspipe.plots.plot_timelines`: ``"s = 0"``, ``"s = chosen"``."""
-        return {f"s = {s}" + (" (synchronous)" if s == 0 else " (chosen)"): r for s, r in self.timelines.items()}
+        """Panel titles → timelines for :func:`~lightning_mspipe.plots.plot_timelines`, in run order."""
+        panels = {"s = 0, sequential (every stage on the training thread)": self.sequential}
+        for s, recorder in self.timelines.items():
+            panels[f"s = {s}, pipelined" + (" (chosen)" if s == self.chosen else "")] = recorder
+        return panels
 
 
 @contextmanager
@@ -87,7 +100,7 @@ def profile_pipeline(
     max_auto_staleness: int = 8,
     device: torch.device | str = "cpu",
 ) -> ProfileReport:
-    """Record the pipeline's timeline at ``s = 0`` and at the chosen ``s`` over the same batches.
+    """Record the timeline of the same batches trained sequentially, pipelined at ``s = 0`` and at the chosen ``s``.
 
     Each run trains ``warmup + batches + 1`` batches of the first epoch (no validation) on a
     copy of ``model`` as it is now, so both start from the same weights; the timelines hold
@@ -100,8 +113,8 @@ def profile_pipeline(
         batches: Batches in each timeline.
         warmup: Batches trained before the timeline starts (one-time costs).
         slow_link_ms: Milliseconds added to every memory gather and write (:func:`slow_memory_link`).
-        max_staleness: The bound of the second run; default: the one ``"auto"`` would choose from
-            the first run's stage times, clamped to ``max_auto_staleness``.
+        max_staleness: The bound of the last run; default: the one ``"auto"`` would choose from
+            the sequential run's stage times, clamped to ``max_auto_staleness`` (no third run if that is 0).
         max_auto_staleness: Upper clamp of the chosen bound.
         device: The compute device.
 
@@ -118,11 +131,14 @@ def profile_pipeline(
         )
     initial = copy.deepcopy(model.state_dict())
     delay = slow_link_ms / 1e3
-    timelines = {}
-    timelines[0], times = _timed_run(_fresh(model, initial), datamodule, 0, batches, warmup, delay, device)
+
+    def run(bound: int, mode: str) -> tuple[TimelineRecorder, StageTimes]:
+        return _timed_run(_fresh(model, initial), datamodule, bound, mode, batches, warmup, delay, device)
+
+    sequential, times = run(0, "sequential")
     chosen = auto_staleness(times, max_auto_staleness) if max_staleness is None else max_staleness
-    timelines[chosen], _ = _timed_run(_fresh(model, initial), datamodule, chosen, batches, warmup, delay, device)
-    return ProfileReport(chosen=chosen, times=times, timelines=timelines)
+    timelines = {s: run(s, "bounded")[0] for s in sorted({0, chosen})}
+    return ProfileReport(chosen=chosen, times=times, sequential=sequential, timelines=timelines)
 
 
 def _fresh(model: MemoryTGNN, state: dict[str, torch.Tensor]) -> MemoryTGNN:
@@ -133,16 +149,17 @@ def _fresh(model: MemoryTGNN, state: dict[str, torch.Tensor]) -> MemoryTGNN:
 
 
 def _timed_run(
-    model: MemoryTGNN, datamodule: L.LightningDataModule, bound: int, batches: int, warmup: int, delay: float,
-    device: torch.device | str,
+    model: MemoryTGNN, datamodule: L.LightningDataModule, bound: int, mode: str, batches: int, warmup: int,
+    delay: float, device: torch.device | str,
 ) -> tuple[TimelineRecorder, StageTimes]:
-    """Train ``warmup + batches + 1`` batches at ``bound``; the timeline and the mean stage times of the window."""
+    """Train ``warmup + batches + 1`` batches at ``bound`` in ``mode``; the timeline and the mean stage times of
+    the window."""
     timeline = PipelineTimeline(batches=batches, first=warmup)
     device = torch.device(device)
     trainer = L.Trainer(
         max_epochs=1, limit_train_batches=warmup + batches + 1, limit_val_batches=0, num_sanity_val_steps=0,
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=[device.index or 0] if device.type == "cuda" else 1,
-        strategy=MSPipeStrategy(max_staleness=bound), callbacks=[timeline], logger=False,
+        strategy=MSPipeStrategy(max_staleness=bound, mode=mode), callbacks=[timeline], logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     with slow_memory_link(model.memory, delay):

@@ -17,7 +17,7 @@ from lightning_mspipe.memory.store import MemoryWrite
 from lightning_mspipe.models.base import MemoryTGNN
 from lightning_mspipe.pipeline.contract import BatchSource, missing_members
 from lightning_mspipe.pipeline.loader import FaultHook, PipelinedLoader
-from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
+from lightning_mspipe.pipeline.schedule import check_mode, parse_max_staleness
 from lightning_mspipe.staleness_mitigation import StalenessMitigation
 
 __all__ = ["MSPipeStrategy", "PipelineHooks", "register_strategies"]
@@ -52,15 +52,13 @@ class PipelineHooks:
         """Validate and keep the pipeline's settings (see :class:`MSPipeStrategy` for their meaning).
 
         Raises:
-            ValueError: on an unknown mode or memory device, ``mode="exact"`` with ``"auto"``, or a timeout ≤ 0.
+            ValueError: on an unknown mode or memory device, ``mode="exact"`` with ``"auto"``,
+                ``mode="sequential"`` with a bound other than 0, or a timeout ≤ 0.
             TypeError: on a mitigation that is not a :class:`~lightning_mspipe.staleness_mitigation.StalenessMitigation`.
         """
         name = type(self).__name__
         self.max_staleness = parse_max_staleness(max_staleness)
-        if mode not in MODES:
-            raise ValueError(f"{name}: unknown mode {mode!r}; choose one of {MODES}.")
-        if mode == "exact" and self.max_staleness == "auto":
-            raise ValueError(f"{name}: mode='exact' needs a fixed max_staleness (an int), not 'auto'.")
+        check_mode(name, mode, self.max_staleness)
         if memory_device not in _MEMORY_DEVICES:
             raise ValueError(f"{name}: unknown memory_device {memory_device!r}; choose None or 'pinned'.")
         if mitigation is not None and not isinstance(mitigation, StalenessMitigation):
@@ -180,7 +178,8 @@ class MSPipeStrategy(PipelineHooks, SingleDeviceStrategy):
             to no pipeline), ``"auto"`` picks the smallest bound that keeps training busy.
         mode: ``"bounded"`` (freshest memory available, fetched as late as possible) or
             ``"exact"`` (batch ``j`` reads exactly version ``max(0, j − s)``: timing-independent, for
-            tests and exact resume).
+            tests and exact resume) or ``"sequential"`` (no lanes: every stage on the training thread,
+            one batch at a time, with ``max_staleness=0``; the baseline for profiling and debugging).
         mitigation: A :class:`~lightning_mspipe.staleness_mitigation.StalenessMitigation`, or ``None``.
         memory_device: ``None`` keeps the memory store with the model; ``"pinned"`` keeps it in
             pinned host memory (the paper's large-graph setting).

@@ -18,7 +18,7 @@ from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout
 from lightning_mspipe.pipeline.gate import StalenessGate
 from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, ProducerLane, shutdown_lanes
 from lightning_mspipe.pipeline.profile import PipelineProfile, StageSpan, StageTimer, cuda_timing_events
-from lightning_mspipe.pipeline.schedule import MODES, parse_max_staleness
+from lightning_mspipe.pipeline.schedule import check_mode, parse_max_staleness
 from lightning_mspipe.pipeline.transfer import BatchTransfer, make_transfer
 from lightning_mspipe.pipeline.writer import WriterLane
 
@@ -59,7 +59,7 @@ class PipelinedLoader:
         loader: The training batch source (stages 1 and 2).
         store: The model's memory store.
         max_staleness: ``s ≥ 0`` or ``"auto"``.
-        mode: ``"bounded"`` or ``"exact"``.
+        mode: ``"bounded"``, ``"exact"`` or ``"sequential"`` (no lanes; needs ``max_staleness=0``).
         device: Where batches go (the compute device).
         timeout: Seconds any single wait may last before it raises :class:`PipelineTimeout`; a
             shutdown waits at most ``min(timeout, 5)`` seconds for the lanes' threads, then warns.
@@ -96,10 +96,7 @@ class PipelinedLoader:
     ) -> None:
         self.max_staleness = parse_max_staleness(max_staleness)
         self.keep_inflight = keep_inflight
-        if mode not in MODES:
-            raise ValueError(f"PipelinedLoader: unknown mode {mode!r}; choose one of {MODES}.")
-        if mode == "exact" and self.max_staleness == "auto":
-            raise ValueError("PipelinedLoader: mode='exact' needs a fixed max_staleness (an int), not 'auto'.")
+        check_mode("PipelinedLoader", mode, self.max_staleness)
         if timeout <= 0:
             raise ValueError(f"PipelinedLoader: timeout must be > 0 seconds, got {timeout}.")
         if max_auto_staleness < 0:
@@ -143,8 +140,9 @@ class PipelinedLoader:
 
     @property
     def threaded(self) -> bool:
-        """Whether batches are prepared by the sampler and fetcher lanes (``"auto"`` may keep them inline)."""
-        return self.auto is None or self.auto.pipelined
+        """Whether batches are prepared by the sampler and fetcher lanes (``"auto"`` may keep them inline;
+        ``mode="sequential"`` always does)."""
+        return self.mode != "sequential" and (self.auto is None or self.auto.pipelined)
 
     @property
     def decided(self) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["StageTimes", "auto_staleness", "parse_max_staleness", "MODES"]
+__all__ = ["StageTimes", "auto_staleness", "check_mode", "parse_max_staleness", "MODES"]
 
-MODES = ("bounded", "exact")
+MODES = ("bounded", "exact", "sequential")
+"""Pipeline modes: ``"bounded"`` (freshest memory within the bound), ``"exact"`` (batch ``j`` reads
+version ``j − s``: timing-independent) and ``"sequential"`` (no lanes: every stage on the training
+thread, one batch at a time; the baseline the pipeline is measured against)."""
 
 
 def parse_max_staleness(value: int | str) -> int | str:
@@ -23,6 +26,20 @@ def parse_max_staleness(value: int | str) -> int | str:
     if value < 0:
         raise ValueError(f"max_staleness must be ≥ 0 (0 is synchronous training), got {value}.")
     return value
+
+
+def check_mode(owner: str, mode: str, max_staleness: int | str) -> None:
+    """Raise a clear ``ValueError`` naming ``owner`` if ``mode`` is unknown or does not go with ``max_staleness``
+    (already parsed by :func:`parse_max_staleness`): ``"exact"`` needs an int, ``"sequential"`` needs ``0``."""
+    if mode not in MODES:
+        raise ValueError(f"{owner}: unknown mode {mode!r}; choose one of {MODES}.")
+    if mode == "exact" and max_staleness == "auto":
+        raise ValueError(f"{owner}: mode='exact' needs a fixed max_staleness (an int), not 'auto'.")
+    if mode == "sequential" and max_staleness != 0:
+        raise ValueError(
+            f"{owner}: mode='sequential' runs every stage on the training thread, one batch at a time, so its "
+            f"memory is never stale: it needs max_staleness=0, got {max_staleness!r}."
+        )
 
 
 @dataclass

@@ -71,6 +71,21 @@ def test_staleness_zero_is_bit_identical_to_training_without_the_pipeline(model_
     assert isinstance(piped.memory_writer, DirectWriter)  # the strategy took its writer back
 
 
+def test_sequential_mode_runs_no_lane_and_is_bit_identical_to_training_without_the_pipeline():
+    plain, plain_rec, _ = fit(TGN)
+    lanes_started = []
+
+    class WatchThreads(Callback):
+        def on_train_batch_end(self, *args):
+            lanes_started.extend(t.name for t in threading.enumerate() if t.name.startswith(("mspipe-sampler",
+                                                                                                "mspipe-fetcher")))
+
+    sequential, rec, trainer = fit(TGN, MSPipeStrategy(max_staleness=0, mode="sequential"), callbacks=[WatchThreads()])
+    assert not trainer.strategy.pipeline.threaded and lanes_started == []
+    assert rec.losses == plain_rec.losses
+    assert_same_model(plain, sequential)
+
+
 def test_strategy_is_registered_by_name():
     _, recorder, trainer = fit(strategy="mspipe", epochs=1)
     assert isinstance(trainer.strategy, MSPipeStrategy) and trainer.strategy.max_staleness == 2
@@ -238,6 +253,8 @@ def test_missing_memory_writes_time_out_instead_of_hanging():
         (dict(max_staleness=1.5), TypeError, "non-negative int or 'auto'"),
         (dict(max_staleness="auto", mode="exact"), ValueError, "exact' needs a fixed max_staleness"),
         (dict(mode="eventual"), ValueError, "unknown mode 'eventual'"),
+        (dict(max_staleness=2, mode="sequential"), ValueError, "sequential' .* needs max_staleness=0, got 2"),
+        (dict(max_staleness="auto", mode="sequential"), ValueError, "needs max_staleness=0, got 'auto'"),
         (dict(memory_device="gpu"), ValueError, "unknown memory_device"),
     ],
 )

@@ -1,4 +1,5 @@
-"""``mspipe profile``: the stage timeline at s = 0 and at the chosen s, as recorded intervals and a PNG."""
+"""``mspipe profile``: the stage timeline sequential, pipelined at s = 0 and at the chosen s, as recorded intervals
+and a PNG."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ TINY = [
 pytestmark = pytest.mark.usefixtures("in_process_cli")
 
 
-def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_overlaps_the_fetches_and_shrinks_the_bubbles(
+def test_mspipe_profile_draws_three_runs_and_the_chosen_bound_overlaps_the_fetches_and_shrinks_the_bubbles(
     tmp_path, capsys
 ):
     """A 30 ms delay in every memory fetch and write (a slow link) makes the bubbles large and certain:
-    at s = 0 each fetch waits for the previous write, so training idles at least the fetch's 30 ms
-    between batches (the write is handed over at the end of the step and may overlap its backward pass).
+    sequentially the training thread waits for both between batches; pipelined at s = 0 each fetch
+    waits for the previous write, so training idles at least the fetch's 30 ms between batches (the
+    write is handed over at the end of the step and may overlap its backward pass).
     At the chosen s, a later batch's memory fetch starts while an earlier batch trains (it failed in
     about half the runs while a bounded fetch noticed the previous hand-over only every 50 ms)."""
     out = tmp_path / "x.png"
@@ -38,9 +40,11 @@ def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_overlaps_the_fetche
 
     report = cli.trainer.profile_report
     assert report.chosen >= 1 and set(report.timelines) == {0, report.chosen}
-    for recorder in report.timelines.values():
+    assert list(report.panels().values()) == [report.sequential, report.timelines[0], report.timelines[report.chosen]]
+    for recorder in report.panels().values():
         assert {span.stage for span in recorder.spans()} == set(STAGES)
         assert [span.index for span in recorder.spans("train")] == list(range(2, 2 + BATCHES))
+    assert report.sequential.idle("train") >= (BATCHES - 1) * 2 * DELAY_MS / 1e3
     synchronous, pipelined = report.timelines[0], report.timelines[report.chosen]
     assert synchronous.idle("train") >= (BATCHES - 1) * DELAY_MS / 1e3
     train_end = {span.index: span.end for span in pipelined.spans("train")}
@@ -49,6 +53,28 @@ def test_mspipe_profile_draws_both_runs_and_the_chosen_bound_overlaps_the_fetche
     # so the bubbles shrink (seen: 0.23-0.29 s idle at s = 0, 0.08-0.09 s at the chosen s = 2)
     assert pipelined.idle("train") < synchronous.idle("train")
     assert f"picture {out}" in capsys.readouterr().out
+
+
+def test_mspipe_profile_on_real_stage_times_shows_the_sequential_bubbles_that_the_lanes_fill(tmp_path):
+    """With no added delay (the default), the sequential run does stages 1–3 of each batch between two
+    training steps, so every one of them sits in a bubble of the training lane; pipelined, the sampler
+    lane prepares later batches while one trains."""
+    out = tmp_path / "real.png"
+    cli = MSPipeCLI(args=["profile", "--out", str(out), "--batches", str(BATCHES), *TINY, "--trainer.logger", "false"])
+    report = cli.trainer.profile_report
+    sequential, pipelined = report.sequential, report.timelines[0]
+
+    train = sequential.spans("train")
+    for stage in ("sample", "features", "memory"):
+        for span in sequential.spans(stage):
+            assert not any(span.start < step.end and step.start < span.end for step in train), (stage, span)
+    inside = [s for s in sequential.spans() if s.stage != "train" and train[0].end <= s.start and s.end <= train[-1].start
+              and s.stage != "write"]
+    assert inside and sum(s.end - s.start for s in inside) <= sequential.idle("train")
+
+    steps = pipelined.spans("train")
+    ahead = [s for s in pipelined.spans("sample") if any(s.start < t.end and t.start < s.end for t in steps)]
+    assert ahead, "the sampler lane never ran while a batch trained"
 
 
 def test_the_timeline_needs_the_pipeline():
