@@ -31,6 +31,16 @@ def test_the_faster_of_inline_and_pipelined_is_kept_once_two_pipelined_batches_w
     assert policy.choices[-1]["max_staleness"] == 1 and policy.choices[-1]["train"] == 10
 
 
+def test_a_near_tie_goes_to_inline_and_a_clear_gain_to_the_pipeline():
+    near_tie, clear_gain = AutoBound(maximum=4, margin=0.03), AutoBound(maximum=4, margin=0.03)
+    near_tie.decide(TIMES, inline_period=1.0, pipelined_period=0.98, pipelined_batches=2)
+    clear_gain.decide(TIMES, inline_period=1.0, pipelined_period=0.96, pipelined_batches=2)
+    assert near_tie.decided and not near_tie.pipelined
+    assert clear_gain.decided and clear_gain.pipelined
+    with pytest.raises(ValueError, match="margin must be in"):
+        AutoBound(maximum=4, margin=1.0)
+
+
 def test_drift_makes_the_policy_measure_inline_and_pipelined_again():
     policy = AutoBound(maximum=8, drift=0.25)
     policy.choose_bound(TIMES)
