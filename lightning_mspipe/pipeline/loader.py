@@ -269,13 +269,15 @@ class PipelinedLoader:
         """Hand the write of batch ``index`` to the writer lane (in batch order); returns at once.
 
         Between pipelined batches the training thread goes on while the write runs; in an inline
-        segment (the sequential baseline of ``"auto"``) it waits for the write.
+        segment (``mode="sequential"``, or the sequential phase of ``"auto"``) the training thread
+        applies the write itself (:meth:`WriterLane.write_now`).
         """
-        self.writer.submit(index, write)
-        if not self.threaded_now:
-            started = time.perf_counter()
-            self.writer.flush()
-            self._write_seconds[index] = time.perf_counter() - started
+        if self.threaded_now:
+            self.writer.submit(index, write)
+            return
+        started = time.perf_counter()
+        self.writer.write_now(index, write)
+        self._write_seconds[index] = time.perf_counter() - started
 
     def flush_writes(self) -> None:
         """Block until every submitted write is committed (before validation, checkpoints, epoch ends)."""

@@ -105,6 +105,17 @@ class WriterLane:
             self._submitted += 1
         self._queue.put((index, write, event))
 
+    def write_now(self, index: int, write: MemoryWrite) -> None:
+        """Apply the write of batch ``index`` on the calling thread, after every write submitted before it.
+
+        Inline segments (``mode="sequential"``, ``"auto"``'s measurements and choice of inline) use
+        it: starting and joining the thread for every batch costs more than the write itself.
+        """
+        self.flush()
+        with self._cv:
+            self._submitted += 1
+        self._write(LaneRun(), index, write, event=None)  # same thread and stream as the step
+
     def flush(self) -> None:
         """Block until every submitted write is committed.
 

@@ -65,6 +65,22 @@ def test_writes_commit_in_submission_order_under_random_delays(seed, count):
     assert not writer_threads()
 
 
+def test_a_write_now_follows_the_pending_writes_and_runs_on_the_calling_thread():
+    store = RecordingStore()
+    applied_on = []
+    writer = make_writer(store, fault_hook=lambda stage, index, stop: applied_on.append((index, threading.current_thread())))
+    for index in range(3):  # pipelined: on the writer thread
+        writer.submit(index, write_of(index))
+    writer.write_now(3, write_of(3))
+    writer.write_now(4, write_of(4))
+    assert store.commits == [(index, index + 1) for index in range(5)]
+    assert [index for index, thread in applied_on if thread is threading.current_thread()] == [3, 4]
+    assert not writer_threads()  # write_now flushed and ended the thread, and started none
+    writer.submit(5, write_of(5))
+    writer.flush()
+    assert store.commits[-1] == (5, 6)
+
+
 def test_each_write_is_held_until_the_gate_allows_it():
     held, release = [], threading.Event()
 
