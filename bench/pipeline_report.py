@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import subprocess
 from typing import Any
 
@@ -26,18 +27,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
                 None,
             )
             row[key] = None if base is None else row["events_per_s"] / base["events_per_s"]
-            row[f"{key}_paired"] = None if base is None else _median(
-                [x / b for x, b in zip(row.get("runs_events_per_s", []), base.get("runs_events_per_s", []))]
-            )
-
-
-def _median(values: list[float]) -> float | None:
-    """The median (the mean of the middle two of an even count), ``None`` for no values."""
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return None
-    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+            ratios = [x / b for x, b in zip(row.get("runs_events_per_s", []), (base or {}).get("runs_events_per_s", []))]
+            row[f"{key}_paired"] = statistics.median(ratios) if ratios else None
 
 
 def regime_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ for every ``s`` in ``--bounds`` (``exact``: batch ``j`` reads exactly memory ver
 ``max(0, j − s)``, so a run does not depend on timing and ``s = 0`` is synchronous training),
 with and without ``StalenessMitigation`` (``--mitigation``), over ``--seeds``, and reports test
 AP (mean ± std over seeds) against ``s = 0``: by default of the epoch with the best validation AP,
-as the accuracy protocol selects (``--select best``), or of the last epoch (``--select last``), plus the training loss and validation AP of every
+as the accuracy protocol selects (``--select best``), or of the last epoch (``--select last``),
+plus the training loss and validation AP of every
 epoch (``staleness_accuracy_<tag>_curves.png`` when matplotlib is installed).
 
 Run from the repository root (alone on the machine: it uses every core it gets)::

@@ -73,10 +73,10 @@ class PipelineStats(Callback):
     for this batch) and ``pipeline/bound`` (the staleness bound ``s`` in force, so a chart shows
     ``"auto"``'s choice over time). They are logged at the steps Lightning writes to the loggers
     (every ``log_every_n_steps``) and, for the progress bar, at the epoch's first batch and at
-    most every ``progress_interval`` seconds in between: each ``LightningModule.log`` costs about a quarter of a millisecond on a
-    CPU, which per batch was several percent of a short training step. Per epoch: the staleness histogram of
-    the epoch's batches as one scalar per bucket, ``pipeline/staleness_hist/<k>`` for ``k = 0 …``
-    the bound (also as a histogram, ``pipeline/staleness_histogram``, to W&B and TensorBoard),
+    most every ``progress_interval`` seconds in between: each ``LightningModule.log`` costs about
+    a quarter of a millisecond on a CPU, which per batch was several percent of a short training
+    step. Per epoch: the staleness histogram of the epoch's batches as one scalar per bucket,
+    ``pipeline/staleness_hist/<k>`` for ``k = 0 …`` the bound (also as a histogram, ``pipeline/staleness_histogram``, to W&B and TensorBoard),
     ``pipeline/events_per_s`` of the whole epoch and, under the strategy, mean stage times
     (``pipeline/<stage>_ms``), the bound ``pipeline/max_staleness``, the largest staleness seen
     and the idle share of the training stage (``pipeline/idle_share``). ``self.epochs`` keeps one

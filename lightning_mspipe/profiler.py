@@ -103,7 +103,7 @@ def profile_pipeline(
     """Record the timeline of the same batches trained sequentially, pipelined at ``s = 0`` and at the chosen ``s``.
 
     Each run trains ``warmup + batches + 1`` batches of the first epoch (no validation) on a
-    copy of ``model`` as it is now, so both start from the same weights; the timelines hold
+    copy of ``model`` as it is now, so all runs start from the same weights; the timelines hold
     batches ``warmup … warmup + batches − 1``.
 
     Args:
