@@ -22,7 +22,7 @@ from lightning_mspipe.pipeline.stages import fetch_memory
 from lightning_mspipe.pipeline.transfer import CudaTransfer, HostTransfer
 
 from tests.conftest import small_datamodule
-from tests.integration.test_pipeline import assert_same_model, fit, no_pipeline_threads
+from tests.integration.test_pipeline import assert_same_model, fit
 
 DEVICE = os.environ.get("MSPIPE_TEST_DEVICE", "cuda")
 if DEVICE == "cuda" and not torch.cuda.is_available():
@@ -78,14 +78,14 @@ def test_exact_mode_is_reproducible(memory_device):
     (TGN, "pinned", 3, "bf16-mixed"), (TGN, None, 1, "32-true"), (JODIE, "pinned", 1, "32-true"),
     (APAN, None, 2, "32-true"),
 ])
-def test_bounded_mode_respects_the_bound(model_cls, memory_device, bound, precision):
+def test_bounded_mode_respects_the_bound(model_cls, memory_device, bound, precision, leaked_threads):
     guard = StalenessGuard()
     _, _, trainer = fit(model_cls, MSPipeStrategy(max_staleness=bound, memory_device=memory_device),
                         callbacks=[guard], precision=precision, **ON_DEVICE)
     assert max(guard.histogram) <= bound and sum(guard.histogram.values()) == 20
     times = trainer.strategy.pipeline.profile.stage_times()  # on CUDA from CUDA events
     assert min(times.as_dict().values()) > 0
-    assert no_pipeline_threads()
+    assert not leaked_threads()
 
 
 def device_write(index: int, num_nodes: int, device: torch.device) -> MemoryWrite:
@@ -97,7 +97,7 @@ def device_write(index: int, num_nodes: int, device: torch.device) -> MemoryWrit
 
 
 @pytest.mark.parametrize("memory_device", STORES)
-def test_every_batch_reads_exactly_version_j_minus_s_through_the_device_transfer(memory_device):
+def test_every_batch_reads_exactly_version_j_minus_s_through_the_device_transfer(memory_device, leaked_threads):
     """No Trainer: the fetcher, the staging ring, the writer (and its write-back) on real streams; each
     batch's snapshot equals a sequential replay's at version j − s."""
     dm = small_datamodule()
@@ -123,7 +123,7 @@ def test_every_batch_reads_exactly_version_j_minus_s_through_the_device_transfer
         expected = fetch_memory(replay, source.fetch_features(source.sample(index)))
         assert torch.equal(memory_index, expected.memory_index), index
         assert all(torch.equal(a, b) for a, b in zip(memory, tensors_of(expected.memory), strict=True)), index
-    assert store.current_version == len(source) and no_pipeline_threads()
+    assert store.current_version == len(source) and not leaked_threads()
 
 
 def test_a_mid_epoch_checkpoint_resumes_exactly_with_pinned_memory(tmp_path):
@@ -136,7 +136,7 @@ def test_a_mid_epoch_checkpoint_resumes_exactly_with_pinned_memory(tmp_path):
     assert resumed_rec.losses == pytest.approx(full_rec.losses[4:], rel=1e-5, abs=1e-6)
 
 
-def test_a_failing_stage_names_stage_and_batch_and_leaves_no_thread():
+def test_a_failing_stage_names_stage_and_batch_and_leaves_no_thread(leaked_threads):
     def fail(stage, index, stop):
         if stage == "memory" and index == 3:
             raise RuntimeError("injected")
@@ -145,7 +145,7 @@ def test_a_failing_stage_names_stage_and_batch_and_leaves_no_thread():
     strategy.fault_hook = fail
     with pytest.raises(PipelineError, match=r"stage 'memory' failed on batch 3: RuntimeError: injected"):
         fit(strategy=strategy, **ON_DEVICE)
-    assert no_pipeline_threads()
+    assert not leaked_threads()
 
 
 def test_the_distributed_strategy_trains_on_one_device():

@@ -154,14 +154,19 @@ def wait_until(condition, seconds=10.0):
 
 def test_the_sampler_lane_runs_ahead_while_the_fetcher_waits_at_the_gate(source):
     pipeline = PipelinedLoader(source, make_store(), max_staleness=0, timeout=30)
-    iterator = iter(pipeline)
-    first = next(iterator)  # no write yet: the fetch of batch 1 waits for version 1
-    # the sampler does not wait for memory: batch 1 went to the fetcher, 2 and 3 fill its queue (s + 2), 4 waits for room
-    assert wait_until(lambda: pipeline.profile.count("sample") == 5)
-    assert pipeline.profile.count("memory") == 1 and pipeline.profile.count("features") == 2
-    pipeline.submit_write(first.index, node_write())
-    assert next(iterator).index == 1
-    pipeline.close()
+    try:
+        iterator = iter(pipeline)
+        first = next(iterator)  # no write yet: the fetch of batch 1 waits for version 1
+        # the sampler does not wait for memory: batch 1 went to the fetcher, 2 and 3 fill its queue (s + 2), 4 waits
+        # for room; the fetcher fetched batch 1's features, then stopped at the gate
+        profile = pipeline.profile
+        assert wait_until(lambda: profile.count("sample") == 5 and profile.count("features") == 2)
+        time.sleep(0.2)  # time to run further, were anything not held back
+        assert (profile.count("sample"), profile.count("features"), profile.count("memory")) == (5, 2, 1)
+        pipeline.submit_write(first.index, node_write())
+        assert next(iterator).index == 1
+    finally:
+        pipeline.close()
 
 
 def test_sampling_overlaps_fetching(source):

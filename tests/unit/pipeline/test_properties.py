@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from lightning_mspipe.memory.store import MemoryStore
 from lightning_mspipe.pipeline.errors import PipelineTimeout
-from lightning_mspipe.pipeline.lanes import THREAD_PREFIX
 from lightning_mspipe.pipeline.loader import PipelinedLoader
 from lightning_mspipe.pipeline.schedule import MODES
 from tests.conftest import small_datamodule
@@ -56,15 +55,6 @@ def random_delays(seed: int, scale: float = 0.003):
     return hook, seen
 
 
-def pipeline_threads() -> bool:
-    """Whether a pipeline thread (sampler, fetcher, writer) is still alive after 5 s."""
-    deadline = time.monotonic() + 5
-    while any(t.name.startswith(THREAD_PREFIX) for t in threading.enumerate()):
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.01)
-    return False
-
 
 def train(pipeline: PipelinedLoader, step=lambda: None) -> list[tuple[int, int]]:
     """One epoch driven by hand: (batch, memory version seen) per batch; the write follows each step."""
@@ -79,7 +69,7 @@ def train(pipeline: PipelinedLoader, step=lambda: None) -> list[tuple[int, int]]
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10**6), bound=st.integers(0, 3), mode=st.sampled_from(MODES))
-def test_random_delays_in_every_stage_keep_the_bound_and_the_write_order(batches, seed, bound, mode):
+def test_random_delays_in_every_stage_keep_the_bound_and_the_write_order(batches, seed, bound, mode, leaked_threads):
     hook, stages_delayed = random_delays(seed)
     step_rng = random.Random(seed + 1)
     store = CommitLog()
@@ -93,12 +83,12 @@ def test_random_delays_in_every_stage_keep_the_bound_and_the_write_order(batches
     if mode == "exact":
         assert all(version == max(0, index - bound) for index, version in seen)
     assert store.commits == [(index, index + 1) for index in range(len(batches))]  # batch order, one version each
-    assert not pipeline_threads()
+    assert not leaked_threads()
 
 
 @pytest.mark.timeout(60)  # the deadline: a hang must end in the pipeline's own timeout long before
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_hang_in_any_stage_ends_in_a_timeout_that_names_it(batches, stage):
+def test_a_hang_in_any_stage_ends_in_a_timeout_that_names_it(batches, stage, leaked_threads):
     def hang(name, index, stop):
         if name == stage and index == 2:
             stop.wait(60)  # a hang that ends when the pipeline shuts down
@@ -107,4 +97,4 @@ def test_a_hang_in_any_stage_ends_in_a_timeout_that_names_it(batches, stage):
     with pytest.raises(PipelineTimeout, match=rf"waited 0.5s.* stage '{stage}' of batch 2"):
         train(pipeline)
     pipeline.close()
-    assert not pipeline_threads()
+    assert not leaked_threads()
