@@ -17,16 +17,20 @@ GPU machine runs the whole table in minutes.
 Run from the repository root::
 
     nice -n 10 python bench/accuracy.py --jobs 1                       # full: 4 models x 4 data sets x 3 seeds
+    nice -n 10 python bench/accuracy.py --resume                       # go on where an earlier sitting stopped
     python bench/accuracy.py --device cuda --jobs 12                    # on a GPU machine
     python bench/accuracy.py --models tgn edgebank --datasets uci --seeds 0 --max-epochs 2   # a quick look
 
 Writes ``bench/results/accuracy_<tag>.json`` and ``.md`` (tag: the device), rewritten after every
-finished run. Not collected by pytest.
+finished run. ``--resume`` keeps the runs already in that JSON (same protocol settings) and runs only
+the missing model × data set × seed combinations, so a table too long for one sitting fills up over
+several. Not collected by pytest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 import tempfile
@@ -42,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
     REAL_DATASETS,
+    RESULTS,
     bench_trainer,
     epoch_curves,
     load_dataset,
@@ -99,6 +104,27 @@ PUBLISHED: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
     ("tgn", "uslegis"): {"ap": (75.99, 0.58), "auroc": (83.34, 0.43), "ap_inductive": (58.63, 0.37),
                          "auroc_inductive": (62.38, 0.48)},
 }
+
+
+#: settings that change a run's result: runs resumed from an earlier sitting must share them
+PROTOCOL_KEYS = ("max_epochs", "patience", "mrr_negatives", "max_events")
+
+
+def earlier_runs(path: Path, args: argparse.Namespace) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The runs and data notes of an earlier sitting's ``path`` (empty when it does not exist).
+
+    Raises:
+        SystemExit: The file was written with other protocol settings (its runs would not be comparable).
+    """
+    if not path.exists():
+        return {}, {}
+    payload = json.loads(path.read_text())
+    earlier = {key: payload["config"].get(key) for key in PROTOCOL_KEYS}
+    wanted = {key: getattr(args, key) for key in PROTOCOL_KEYS}
+    if earlier != wanted:
+        raise SystemExit(f"--resume: {path} holds runs with {earlier}, not {wanted}; pass the same settings, "
+                         "or another --tag to start a new table.")
+    return payload["runs"], payload["data"]
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -201,8 +227,11 @@ def markdown(args: argparse.Namespace, summary: dict[str, dict[str, Any]], data_
              machine: str) -> str:
     q = args.mrr_negatives
     lines = [f"# Link-prediction accuracy: TGN, JODIE, APAN and EdgeBank on real data ({args.tag})", "", machine, ""]
-    full = args.max_epochs >= 50 and args.patience >= 10 and len(args.seeds) >= 3 and not args.max_events
-    if not full:
+    full = args.max_epochs >= 50 and args.patience >= 10 and not args.max_events
+    if full:
+        lines += ["Full protocol settings; rows with fewer than 3 seeds (column *seeds*) are still being filled "
+                  "(`--resume`).", ""] if any(len(s["seeds"]) < 3 for s in summary.values()) else []
+    else:
         lines += [
             f"**REDUCED RUN** (up to {args.max_epochs} epochs, patience {args.patience}, seeds {args.seeds}"
             + (f", first {args.max_events:,} events only" if args.max_events else "")
@@ -225,7 +254,7 @@ def markdown(args: argparse.Namespace, summary: dict[str, dict[str, Any]], data_
         "| s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in sorted(summary, key=lambda k: (args.datasets.index(k.split("/")[0]), args.models.index(k.split("/")[1]))):
+    for key in sorted(summary, key=lambda k: (list(REAL_DATASETS).index(k.split("/")[0]), list(MODELS).index(k.split("/")[1]))):
         s = summary[key]
         dataset, model = key.split("/")
         pub = PUBLISHED.get((model, dataset), {})
@@ -263,6 +292,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (separate processes)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--tag", default=None, help="results file suffix (default: the device)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in the results JSON and run only the missing ones")
     args = parser.parse_args()
     if args.max_epochs < 1 or args.jobs < 1:
         parser.error("--max-epochs and --jobs must be ≥ 1")
@@ -276,21 +307,19 @@ def main() -> None:
                f"lightning {lightning.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}.")
     print(machine, flush=True)
     job_args = {k: getattr(args, k) for k in ("max_events", "mrr_negatives", "max_epochs", "patience", "device")}
+    results = (args.out or RESULTS) / f"accuracy_{args.tag}.json"
+    runs, data_info = earlier_runs(results, args) if args.resume else ({}, {})
+    done = {(key, run["seed"]) for key, key_runs in runs.items() for run in key_runs}
     jobs = [{"model": m, "dataset": d, "seed": seed, "args": job_args}
-            for seed in args.seeds for d in args.datasets for m in args.models]  # seeds outermost
+            for seed in args.seeds for d in args.datasets for m in args.models  # seeds outermost
+            if (f"{d}/{m}", seed) not in done]
+    if args.resume:
+        print(f"--resume: {len(done)} run(s) kept from {results}, {len(jobs)} to go", flush=True)
     config = {"argv": sys.argv[1:], **{k: v for k, v in vars(args).items() if k != "out"},
               "full_command": FULL_COMMAND, "model_args": MODEL_ARGS, "data_args": DATA_ARGS}
-    runs: dict[str, list[dict[str, Any]]] = {}
-    data_info: dict[str, Any] = {}
     started = time.perf_counter()
-    for run in run_in_processes(run_one, jobs, args.jobs):  # spawned workers (CUDA needs them)
-        key = f"{run['dataset']}/{run['model']}"
-        runs.setdefault(key, []).append(run)
-        data_info[run["dataset"]] = run.pop("data")
-        shown = ", ".join(f"{m} {v:.4f}" for m, v in run["metrics"].items())
-        print(f"[{time.perf_counter() - started:7.0f}s] {key} seed {run['seed']}: {shown}; {run['epochs']} epochs "
-              f"(best {run['best_epoch'] + 1}), {sum(run['epoch_s']):.1f}s train, {run['test_s']:.1f}s test",
-              flush=True)
+
+    def record() -> str:
         summary = {k: summarize(r) | {"runs": r} for k, r in runs.items()}
         payload = {"config": config, "published_source": PUBLISHED_SOURCE,
                    "published": {f"{d}/{m}": v for (m, d), v in PUBLISHED.items()},
@@ -300,8 +329,18 @@ def main() -> None:
         text = markdown(args, summary, data_info, machine)
         json_path, _ = write_results(f"accuracy_{args.tag}", payload, text, args.out)
         plot_curves(runs, json_path.with_name(f"accuracy_{args.tag}_curves.png"))
-    print(text)
+        return text
 
+    for run in run_in_processes(run_one, jobs, args.jobs):  # spawned workers (CUDA needs them)
+        key = f"{run['dataset']}/{run['model']}"
+        runs.setdefault(key, []).append(run)
+        data_info[run["dataset"]] = run.pop("data")
+        shown = ", ".join(f"{m} {v:.4f}" for m, v in run["metrics"].items())
+        print(f"[{time.perf_counter() - started:7.0f}s] {key} seed {run['seed']}: {shown}; {run['epochs']} epochs "
+              f"(best {run['best_epoch'] + 1}), {sum(run['epoch_s']):.1f}s train, {run['test_s']:.1f}s test",
+              flush=True)
+        record()
+    print(record() if runs else "no runs")
 
 if __name__ == "__main__":
     main()
