@@ -5,7 +5,8 @@ MSPipe's claim (Sheng et al., KDD 2024): training with memory that misses the wr
 accuracy. This script trains each model with ``MSPipeStrategy(max_staleness=s, mode="exact")``
 for every ``s`` in ``--bounds`` (``exact``: batch ``j`` reads exactly memory version
 ``max(0, j − s)``, so a run does not depend on timing and ``s = 0`` is synchronous training),
-with and without ``StalenessMitigation`` (``--mitigation``), over ``--seeds``, and reports test
+with and without ``StalenessMitigation`` (``--mitigation blend refresh``: MSPipe's blend alone, or
+with the roots first refreshed from live memory), over ``--seeds``, and reports test
 AP (mean ± std over seeds) against ``s = 0``: by default of the epoch with the best validation AP,
 as the accuracy protocol selects (``--select best``), or of the last epoch (``--select last``),
 plus the training loss and validation AP of every
@@ -16,7 +17,8 @@ Run from the repository root (alone on the machine: it uses every core it gets):
     python bench/staleness_accuracy.py                                  # TGN, JODIE on UCI, s = 0…4, 3 seeds
     python bench/staleness_accuracy.py --models tgn --seeds 0 --epochs 2 --max-events 12000   # a quick look
     python bench/staleness_accuracy.py --device cuda --jobs 12          # on a GPU machine
-    python bench/staleness_accuracy.py --bounds 2 4 --mitigation --resume   # add runs to the recorded ones
+    python bench/staleness_accuracy.py --bounds 2 4 --mitigation --resume   # add blend runs to the recorded ones
+    python bench/staleness_accuracy.py --bounds 4 --mitigation refresh --resume
 
 Writes ``bench/results/staleness_accuracy_<tag>.{json,md}`` after every finished run.
 """
@@ -55,6 +57,9 @@ from lightning_mspipe import JODIE, TGN, MSPipeStrategy, StalenessMitigation, Te
 MODELS = {"tgn": TGN, "jodie": JODIE}
 MODEL_ARGS = dict(memory_dim=100, time_dim=100, embedding_dim=100, dropout=0.1, lr=1e-3)
 DATA_ARGS = dict(batch_size=200, num_neighbors=10, mrr_negatives=1)
+#: mitigation kinds: StalenessMitigation's arguments, and the suffix of their rows' keys
+MITIGATIONS: dict[str, dict[str, Any]] = {"blend": {}, "refresh": {"refresh_roots": True}}
+SUFFIX = {"blend": "+m", "refresh": "+r"}
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +70,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     dm = TemporalDataModule(events=events, seed=job["seed"], **DATA_ARGS)
     L.seed_everything(job["seed"], verbose=False)
     model = MODELS[job["model"]](num_nodes=dm.num_nodes, edge_dim=dm.edge_dim, **MODEL_ARGS)
-    mitigation = StalenessMitigation() if job["mitigation"] else None
+    mitigation = StalenessMitigation(**MITIGATIONS[job["mitigation"]]) if job["mitigation"] else None
     strategy = MSPipeStrategy(max_staleness=job["bound"], mode="exact", mitigation=mitigation,
                               device="cuda" if args["device"] == "cuda" else "cpu")
     curves = epoch_curves()
@@ -86,7 +91,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_key(run: dict[str, Any]) -> str:
-    return f"{run['dataset']}/{run['model']}/s={run['bound']}" + ("+m" if run["mitigation"] else "")
+    return f"{run['dataset']}/{run['model']}/s={run['bound']}" + SUFFIX.get(run["mitigation"], "")
 
 
 def markdown(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], machine: str) -> str:
@@ -102,8 +107,8 @@ def markdown(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], ma
              "| data set | model | s | mitigation | test AP | Δ vs s=0 | seeds | last-epoch loss | last val AP |",
              "|---|---|---|---|---|---|---|---|---|"]
     base: dict[str, float] = {}
-    for key in sorted(runs, key=lambda k: (k.split("/")[0], k.split("/")[1], k.endswith("+m"),
-                                           int(k.split("s=")[1].rstrip("+m")))):
+    for key in sorted(runs, key=lambda k: (k.split("/")[0], k.split("/")[1], k.split("s=")[1][1:],
+                                           int(k.split("s=")[1][0]))):
         group = runs[key]
         dataset, model = key.split("/")[:2]
         ap = mean_std([r["test_ap"] for r in group])
@@ -114,7 +119,7 @@ def markdown(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], ma
         std = "" if ap[1] is None else f" ± {100 * ap[1]:.2f}"
         loss = mean_std([r["loss"][-1] for r in group])[0]
         val = mean_std([r["val_ap"][-1] for r in group])[0] if group[0]["val_ap"] else float("nan")
-        lines.append(f"| {dataset} | {model} | {group[0]['bound']} | {'yes' if group[0]['mitigation'] else 'no'} "
+        lines.append(f"| {dataset} | {model} | {group[0]['bound']} | {group[0]['mitigation'] or 'no'} "
                      f"| {100 * ap[0]:.2f}{std} | {delta} | {len(group)} | {loss:.4f} | {100 * val:.2f} |")
     lines += ["", "Curves per run (training loss; validation AP ×100, per epoch):", ""]
     for key in sorted(runs):
@@ -127,7 +132,7 @@ def markdown(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], ma
 
 def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
     """Training loss and validation AP per epoch, one colour per bound (thick: mean over seeds; thin: each
-    seed; dashed: with mitigation); False without matplotlib."""
+    seed; dashed: the blend; dotted: refreshed roots and the blend); False without matplotlib."""
     try:
         import matplotlib
 
@@ -142,7 +147,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
             if not key.startswith(group + "/"):
                 continue
             label, colour = key.split("/")[2], f"C{group_runs[0]['bound']}"
-            style = "--" if key.endswith("+m") else "-"
+            style = {"": "-", "+m": "--", "+r": ":"}[key.split("s=")[1][1:]]
             for row, metric in enumerate(("loss", "val_ap")):
                 curves = [r[metric] for r in group_runs]
                 for curve in curves:  # each seed, thin
@@ -166,7 +171,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--datasets", nargs="+", default=["uci"], choices=list(REAL_DATASETS))
     parser.add_argument("--bounds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--mitigation", action="store_true", help="also run every s > 0 with StalenessMitigation")
+    parser.add_argument("--mitigation", nargs="*", choices=list(MITIGATIONS), default=None,
+                        help="also run every s > 0 with StalenessMitigation: 'blend' (MSPipe's; the default "
+                             "when no kind is named) and/or 'refresh' (roots refreshed from live memory first)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--select", choices=("best", "last"), default="best",
@@ -179,6 +186,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in this tag's results file (same epochs and events) and run the rest")
     args = parser.parse_args()
+    if args.mitigation == []:  # the flag alone: MSPipe's blend
+        args.mitigation = ["blend"]
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU")
     if min(args.bounds) < 0 or args.epochs < 1 or args.jobs < 1:
@@ -190,7 +199,7 @@ def main() -> None:
     job_args = {"max_events": args.max_events, "epochs": args.epochs, "device": args.device, "select": args.select}
     jobs = [{"model": m, "dataset": d, "bound": s, "mitigation": mitigated, "seed": seed, "args": job_args}
             for seed in args.seeds for d in args.datasets for m in args.models for s in args.bounds
-            for mitigated in ((False, True) if args.mitigation and s > 0 else (False,))]
+            for mitigated in ((False, *args.mitigation) if args.mitigation and s > 0 else (False,))]
     runs = earlier_runs(args, parser) if args.resume else {}
     done = {(key, run["seed"]) for key, group in runs.items() for run in group}
     jobs = [job for job in jobs if (config_key(job), job["seed"]) not in done]
@@ -216,6 +225,9 @@ def earlier_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
     for key in ("epochs", "max_events", "select"):
         if recorded["config"].get(key, "last" if key == "select" else None) != getattr(args, key):
             parser.error(f"--resume: {path} has {key}={recorded['config'].get(key)}, this run {getattr(args, key)}")
+    for group in recorded["runs"].values():
+        for run in group:  # runs recorded before there were two kinds: True was the blend
+            run["mitigation"] = "blend" if run["mitigation"] is True else run["mitigation"]
     return recorded["runs"]
 
 

@@ -15,6 +15,10 @@ there, so the node's other occurrences, its appearances as a neighbour, and ever
 keep the snapshot's memory, and no row is written twice. Everything is a tensor operation on
 the batch's device; the selections (stale occurrences, those with a newer candidate) sync with
 the host once each.
+
+:func:`refresh_roots` is the other remedy: it replaces the roots' snapshot rows by their live
+rows, so each root sees every write committed before its step (in ``exact`` mode, those of every
+earlier batch: its memory is then what synchronous training would read).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.memory.store import MemorySnapshot, MemoryStore
 
 __all__ = ["Candidates", "SIMILARITIES", "append_rows", "blend_stale_occurrences", "neighbor_candidates",
-           "stale_roots"]
+           "refresh_roots", "stale_roots"]
 
 SIMILARITIES = ("neighbors", "cosine")
 
@@ -68,6 +72,36 @@ def neighbor_candidates(batch: TemporalBatch, positions: Tensor, top_k: int, sto
     nodes, mask = nbrs.nodes[positions, :top_k], nbrs.mask[positions, :top_k]
     live = store.gather(nodes.reshape(-1).to(store.device))
     return Candidates(live.memory.view(*nodes.shape, -1), live.last_update.view(nodes.shape), mask)
+
+
+def refresh_roots(batch: TemporalBatch, store: MemoryStore) -> Tensor:
+    """Replace the snapshot rows of the batch's roots by their live rows in ``store``; return how many
+    rows changed (a 0-dim tensor on the batch's device, so the step need not sync for it).
+
+    Every field of a root's row is replaced (memory, last update, mailbox), so the row is the
+    live one as a whole; neighbour rows keep the snapshot's. ``batch.memory`` becomes a new
+    snapshot (the old one's tensors are not written). Costs a gather of the ``u`` distinct root
+    rows under the store's lock.
+
+    Shapes:
+        - the snapshot keeps its ``U`` rows; ``u ≤ R`` of them are read from ``store``
+    """
+    snapshot, index = batch.memory, batch.memory_index
+    assert snapshot is not None and index is not None and batch.neighbors is not None
+    device = snapshot.memory.device
+    rows = torch.unique(index[: batch.neighbors.num_roots]).to(device)
+    live = store.gather(snapshot.nodes[rows].to(store.device))
+    fields = ("memory", "last_update", "mailbox", "mail_ts", "mail_mask")
+    fresh = {name: getattr(live, name).to(device) for name in fields}
+    changed = torch.zeros(rows.numel(), dtype=torch.bool, device=device)
+    for name in fields:
+        changed |= (fresh[name] != getattr(snapshot, name)[rows]).reshape(rows.numel(), -1).any(dim=1)
+    batch.memory = MemorySnapshot(
+        nodes=snapshot.nodes, version=snapshot.version,
+        **{name: getattr(snapshot, name).index_copy(0, rows, fresh[name].to(getattr(snapshot, name).dtype))
+           for name in fields},
+    )
+    return changed.sum()
 
 
 def append_rows(snapshot: MemorySnapshot, rows: Tensor, memory: Tensor) -> MemorySnapshot:

@@ -22,11 +22,35 @@ from lightning_mspipe.mitigation import (
     SIMILARITIES,
     blend_stale_occurrences,
     neighbor_candidates,
+    refresh_roots,
     stale_roots,
 )
 from lightning_mspipe.similarity import CosineNeighbors
 
 __all__ = ["StalenessMitigation"]
+
+
+class DeviceCount:
+    """A running count whose increments stay tensors on their device until the value is read
+    (reading syncs once), so adding to it costs a training step no host sync."""
+
+    def __init__(self) -> None:
+        self._host = 0
+        self._pending: Tensor | None = None
+
+    def add(self, count: Tensor) -> None:
+        self._pending = count if self._pending is None else self._pending + count
+
+    @property
+    def value(self) -> int:
+        if self._pending is not None:
+            self._host += int(self._pending)
+            self._pending = None
+        return self._host
+
+    @value.setter
+    def value(self, value: int) -> None:
+        self._host, self._pending = int(value), None
 
 
 class StalenessMitigation:
@@ -55,10 +79,17 @@ class StalenessMitigation:
             neighbours while it is empty). The table is part of the checkpoint.
         rebuild_every: Stale batches between rebuilds of the cosine table before the first epoch end.
         chunk: Block size of the cosine table's top-k (memory bound ``chunk × (chunk + top_k)`` scores).
+        refresh_roots: First replace every root's snapshot row by its live row
+            (:func:`~lightning_mspipe.mitigation.refresh_roots`), so the roots see the writes
+            their snapshot missed; the blend then runs on the refreshed rows. In ``exact`` mode a
+            root's memory is then exactly synchronous training's, and the write of the previous
+            batch is serialised before the step; in ``bounded`` mode it reads whatever is
+            committed. Costs a gather of the root rows per stale batch. Off by default (MSPipe's
+            method is the blend alone).
     """
 
     def __init__(self, lam: float = 0.9, quantile: float = 0.99, top_k: int = 10, similarity: str = "neighbors",
-                 rebuild_every: int = 50, chunk: int = 2048) -> None:
+                 rebuild_every: int = 50, chunk: int = 2048, refresh_roots: bool = False) -> None:
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"StalenessMitigation: lam must be in [0, 1], got {lam}.")
         if not 0.0 < quantile < 1.0:
@@ -70,26 +101,32 @@ class StalenessMitigation:
         if rebuild_every < 1:
             raise ValueError(f"StalenessMitigation: rebuild_every must be ≥ 1 batch, got {rebuild_every}.")
         self.lam, self.quantile, self.top_k, self.similarity = lam, quantile, top_k, similarity
-        self.rebuild_every = rebuild_every
+        self.rebuild_every, self.refresh_roots = rebuild_every, refresh_roots
         self.cosine = CosineNeighbors(top_k, chunk) if similarity == "cosine" else None
         self.built_at_epoch_end = False  # the cosine table comes from a complete epoch
         self.batches_since_rebuild = 0
         self.seen_roots = 0
-        self._blended = 0  # counted on the host so far
-        self._pending: Tensor | None = None  # counted on the device, not yet read
+        self._blended = DeviceCount()
+        self._refreshed = DeviceCount()
 
     # ------------------------------------------------------------------ counters
     @property
     def blended_roots(self) -> int:
         """Training root occurrences (of stale batches) whose memory was blended so far (reading it syncs once)."""
-        if self._pending is not None:
-            self._blended += int(self._pending)
-            self._pending = None
-        return self._blended
+        return self._blended.value
 
     @blended_roots.setter
     def blended_roots(self, value: int) -> None:
-        self._blended, self._pending = int(value), None
+        self._blended.value = value
+
+    @property
+    def refreshed_rows(self) -> int:
+        """Root rows (of stale batches) that ``refresh_roots`` found changed in the live store so far."""
+        return self._refreshed.value
+
+    @refreshed_rows.setter
+    def refreshed_rows(self, value: int) -> None:
+        self._refreshed.value = value
 
     @property
     def blended_share(self) -> float:
@@ -111,6 +148,8 @@ class StalenessMitigation:
             return  # fresh memory (or fetched inside the step): nothing is stale because of the pipeline
         assert batch.neighbors is not None
         self.seen_roots += batch.neighbors.num_roots
+        if self.refresh_roots:
+            self._refreshed.add(refresh_roots(batch, live_memory()))
         positions = stale_roots(batch, self.quantile)
         rebuild = self.cosine is not None and not self.built_at_epoch_end
         if rebuild:
@@ -125,8 +164,7 @@ class StalenessMitigation:
             candidates = self.cosine.candidates(batch.roots()[positions.to(batch.src.device)], store)
         else:
             candidates = neighbor_candidates(batch, positions, self.top_k, store)
-        count = blend_stale_occurrences(batch, positions, self.lam, candidates).sum()
-        self._pending = count if self._pending is None else self._pending + count
+        self._blended.add(blend_stale_occurrences(batch, positions, self.lam, candidates).sum())
 
     def end_epoch(self, store: MemoryStore, complete: bool) -> None:
         """At the end of a training epoch, with every write committed: rebuild the cosine table if the
@@ -146,7 +184,7 @@ class StalenessMitigation:
         """The cosine table and its schedule, and the blend counters (so a resumed run blends the same way)."""
         return {"cosine": None if self.cosine is None else self.cosine.state_dict(),
                 "built_at_epoch_end": self.built_at_epoch_end, "batches_since_rebuild": self.batches_since_rebuild,
-                "blended_roots": self.blended_roots, "seen_roots": self.seen_roots}
+                "blended_roots": self.blended_roots, "refreshed_rows": self.refreshed_rows, "seen_roots": self.seen_roots}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.cosine is not None and state.get("cosine") is not None:
@@ -154,3 +192,4 @@ class StalenessMitigation:
             self.built_at_epoch_end = bool(state["built_at_epoch_end"])
             self.batches_since_rebuild = int(state["batches_since_rebuild"])
         self.blended_roots, self.seen_roots = int(state["blended_roots"]), int(state["seen_roots"])
+        self.refreshed_rows = int(state.get("refreshed_rows", 0))  # absent in checkpoints from before the option

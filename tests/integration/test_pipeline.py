@@ -351,6 +351,23 @@ def test_mitigation_runs_and_reports_its_share():
     assert mitigation.seen_roots > 0 and 0 < mitigation.blended_share < 1
 
 
+def test_refreshed_roots_give_jodie_in_exact_mode_synchronous_trainings_losses():
+    # JODIE's embedding reads only its roots' rows, so with every root refreshed from memory version j
+    # (exact mode waits for it) and the blend a no-op (lam = 1), each step computes what s = 0 computes,
+    # up to rounding (the blend's copied rows change the shape of the updater's matrix products)
+    _, sequential, _ = fit(JODIE, MSPipeStrategy(max_staleness=0, mode="sequential"))
+    _, stale, _ = fit(JODIE, MSPipeStrategy(max_staleness=2, mode="exact"))
+    mitigation = StalenessMitigation(lam=1.0, refresh_roots=True)
+    _, refreshed, _ = fit(JODIE, MSPipeStrategy(max_staleness=2, mode="exact", mitigation=mitigation))
+
+    def gap(run):
+        return max(abs(a - b) for a, b in zip(run.losses, sequential.losses, strict=True))
+
+    assert gap(refreshed) < 1e-4 < 1e-2 < gap(stale)
+    assert all(index - version == min(index, 2) for index, version in refreshed.seen)  # the snapshots stayed stale
+    assert mitigation.refreshed_rows > 0
+
+
 def test_mitigation_meets_the_model_not_the_trainers_callbacks_and_its_table_is_in_the_checkpoint(tmp_path):
     mitigation = StalenessMitigation(lam=0.5, quantile=0.5, top_k=3, similarity="cosine", rebuild_every=2)
     callbacks_given = [StalenessGuard()]

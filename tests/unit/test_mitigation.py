@@ -4,7 +4,7 @@ import torch
 from lightning_mspipe import StalenessMitigation
 from lightning_mspipe.data.batch import NeighborBlock, TemporalBatch
 from lightning_mspipe.memory import MemorySnapshot, MemoryStore, MemoryWrite
-from lightning_mspipe.mitigation import blend_stale_occurrences, neighbor_candidates, stale_roots
+from lightning_mspipe.mitigation import blend_stale_occurrences, neighbor_candidates, refresh_roots, stale_roots
 
 NODES = 7
 
@@ -86,6 +86,22 @@ def test_lam_one_keeps_the_stale_value():
     positions = stale_roots(batch, quantile=0.9)
     blend_stale_occurrences(batch, positions, 1.0, neighbor_candidates(batch, positions, 2, store))
     assert batch.memory.memory[batch.memory_index[1]].tolist() == [0.0, 0.0]
+
+
+def test_refresh_replaces_each_root_row_by_its_live_row_and_keeps_the_neighbour_rows():
+    batch, store = _batch(), _live_store()
+    _write(store, [2], [[20.0, 20.0]], [9.0])
+    old = batch.memory
+    changed = refresh_roots(batch, store)
+    live = store.gather(torch.arange(NODES))
+    roots, others = [0, 2, 3, 5, 6], [1, 4]  # node 4 is only a neighbour
+    for name in ("memory", "last_update", "mailbox", "mail_ts", "mail_mask"):
+        new = getattr(batch.memory, name)
+        assert torch.equal(new[roots], getattr(live, name)[roots].to(new.dtype)), name
+        assert torch.equal(new[others], getattr(old, name)[others]), name
+    assert old.memory[2, 0] == 2.0  # the old snapshot is not written
+    assert changed.dim() == 0 and int(changed) == len(roots)  # every root's live row differs from the snapshot's
+    assert int(refresh_roots(batch, store)) == 0  # a second refresh finds nothing newer
 
 
 def test_the_cosine_table_is_built_and_used_in_the_first_epoch():
