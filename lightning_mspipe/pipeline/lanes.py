@@ -23,7 +23,7 @@ from typing import Callable, Generic, TypeVar
 
 import torch
 
-from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout, Stopped
+from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout, Stopped, stage_failure
 
 __all__ = ["JOIN_TIMEOUT", "POLL", "THREAD_PREFIX", "LaneRun", "ProducerLane", "join_or_warn", "shutdown_lanes"]
 
@@ -261,10 +261,7 @@ class ProducerLane(Generic[T]):
         if isinstance(item, _Failure):
             if isinstance(item.error, PipelineError):  # a timeout or an upstream lane's failure keeps type and message
                 raise type(item.error)(str(item.error)) from item.error
-            raise PipelineError(
-                f"MSPipe pipeline: stage '{item.stage}' failed on batch {item.index}: "
-                f"{type(item.error).__name__}: {item.error}"
-            ) from item.error
+            raise stage_failure(item.stage, item.index, item.error)
         return item
 
 

@@ -33,7 +33,7 @@ import torch
 
 from lightning_mspipe.memory.ordering import CudaStreams
 from lightning_mspipe.memory.store import MemoryStore, MemoryWrite
-from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout, Stopped
+from lightning_mspipe.pipeline.errors import PipelineError, PipelineTimeout, Stopped, stage_failure
 from lightning_mspipe.pipeline.lanes import JOIN_TIMEOUT, POLL, LaneRun, join_or_warn
 from lightning_mspipe.pipeline.profile import PipelineProfile, StageTimer, cuda_timing_events
 from lightning_mspipe.pipeline.writeback import make_write_back
@@ -110,11 +110,19 @@ class WriterLane:
 
         Inline segments (``mode="sequential"``, ``"auto"``'s measurements and choice of inline) use
         it: starting and joining the thread for every batch costs more than the write itself.
+
+        Raises:
+            PipelineError: This write or an earlier one failed (naming its stage and batch).
+            PipelineTimeout: The earlier writes did not complete within ``timeout`` seconds.
         """
         self.flush()
         with self._cv:
             self._submitted += 1
-        self._write(LaneRun(), index, write, event=None)  # same thread and stream as the step
+        run = LaneRun()
+        try:
+            self._write(run, index, write, event=None)  # same thread and stream as the step
+        except Exception as error:  # named as a failure on the writer thread would be
+            raise stage_failure(*run.stage, error) from error
 
     def flush(self) -> None:
         """Block until every submitted write is committed.
@@ -184,12 +192,7 @@ class WriterLane:
         except Stopped:
             pass
         except BaseException as error:  # re-raised in the training thread by submit/flush
-            stage, index = run.stage
-            failure = error
-            if not isinstance(error, PipelineError):  # a timeout of the hold keeps its type and message
-                failure = PipelineError(
-                    f"MSPipe pipeline: stage '{stage}' failed on batch {index}: {type(error).__name__}: {error}")
-                failure.__cause__ = error
+            failure = stage_failure(*run.stage, error)  # a timeout of the hold keeps its type and message
             with self._cv:
                 self._failure = failure
                 self._cv.notify_all()

@@ -65,6 +65,18 @@ def test_writes_commit_in_submission_order_under_random_delays(seed, count):
     assert not writer_threads()
 
 
+def test_a_write_now_that_fails_names_its_stage_and_batch():
+    class BrokenStore(RecordingStore):
+        def scatter(self, write, synchronize=False):
+            raise OSError("device lost")
+
+    writer = make_writer(BrokenStore())
+    with pytest.raises(PipelineError, match=r"stage 'write' failed on batch 7: OSError: device lost") as caught:
+        writer.write_now(7, write_of(7))
+    assert isinstance(caught.value.__cause__, OSError)
+    writer.close()
+
+
 def test_a_write_now_follows_the_pending_writes_and_runs_on_the_calling_thread():
     store = RecordingStore()
     applied_on = []
