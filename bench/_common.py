@@ -17,6 +17,15 @@ RESULTS = REPO / "bench" / "results"
 DATASETS = Path(os.environ.get("MSPIPE_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``"unknown"`` elsewhere): speed ratios differ between CPUs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
+
+
 def machine_info() -> dict[str, Any]:
     """Platform, CPU count, load average, torch/lightning versions, device, and the date (UTC)."""
     import lightning
@@ -25,6 +34,7 @@ def machine_info() -> dict[str, Any]:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
@@ -45,7 +55,8 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, out: Path |
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     machine = payload["machine"]
     header = (
-        f"Measured {machine['date']} on {machine['device']} ({machine['platform']}, {machine['cpu_count']} CPUs, "
+        f"Measured {machine['date']} on {machine['device']} ({machine['platform']}, {machine['cpu_model']}, "
+        f"{machine['cpu_count']} CPUs, "
         f"load average {', '.join(f'{x:.2f}' for x in machine['load_average'])}), torch {machine['torch']}, "
         f"lightning {machine['lightning']}.\n\n"
     )

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_mspipe.allocator import keep_freed_cpu_memory
 from lightning_mspipe.data.batch import TemporalBatch
 from lightning_mspipe.epoch_stop import epoch_stopped_early, mark_epoch_unfinished
 from lightning_mspipe.memory.exchange import MemoryWriteExchange
@@ -169,6 +170,8 @@ class MemoryTGNN(L.LightningModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
+        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+            keep_freed_cpu_memory()  # steps reuse freed memory instead of page-faulting (allocator.py)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         use_data_mrr(datamodule, self.val_metrics, self.test_metrics)  # a TGB set ranks with TGB's evaluator
         if datamodule is None or not hasattr(datamodule, "num_nodes"):
