@@ -290,6 +290,7 @@ def test_protocol_recipe_follows_dyglib(recipe):
         assert config.model.init_args.lr == pytest.approx(1e-4)
         callbacks = {c.class_path.rsplit(".", 1)[1]: c.init_args for c in config.trainer.callbacks}
         assert callbacks["EarlyStopping"].monitor == callbacks["ModelCheckpoint"].monitor == "val/ap"
+        assert (config.trainer.max_epochs, callbacks["EarlyStopping"].patience) == (100, 20)  # DyGLib's budget
 
 
 def test_protocol_recipes_are_a_product_of_model_and_data_set_settings():
