@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import CoTenantMeter, bench_trainer, load_dataset, quiet_lightning, write_results
 from bench.peers.pyg_tgn import EXAMPLE_COMMIT, example_epochs, to_temporal_data
-from lightning_mspipe.allocator import keep_freed_cpu_memory
+from lightning_mspipe import allocator
 from lightning_mspipe.data.datamodule import TemporalDataModule
 from lightning_mspipe.models import TGN
 
@@ -163,7 +163,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
          "events and score val then test after every epoch with memory continuing; test AP = the example's metric "
          "(sklearn AP per batch, averaged). Epoch time = median training-loop time per epoch. Both sides run in one "
          "process, so both train with the allocator settings our models set on the CPU "
-         f"(`lightning_mspipe/allocator.py`: {'on' if keep_freed_cpu_memory() else 'off'} in this run). Targets: "
+         f"(`lightning_mspipe/allocator.py`: {'on' if allocator.is_active() else 'off'} in this run). Targets: "
          "epoch-time ratio ≤ 0.8, time-to-PyG's-best ratio ≤ 0.5."),
         "",
         ("| data set | batch | ours s/epoch | PyG s/epoch | epoch ratio | PyG best test AP (epoch) "

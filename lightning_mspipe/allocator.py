@@ -22,7 +22,7 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["MMAP_THRESHOLD", "OPT_OUT", "TRIM_THRESHOLD", "keep_freed_cpu_memory"]
+__all__ = ["MMAP_THRESHOLD", "OPT_OUT", "TRIM_THRESHOLD", "USER_SETTINGS", "is_active", "keep_freed_cpu_memory"]
 
 #: Blocks up to this size come from the heap, not from fresh ``mmap`` pages (glibc's largest allowed value).
 MMAP_THRESHOLD = 32 << 20
@@ -30,7 +30,8 @@ MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30
 #: Environment variable and value that keep glibc's defaults.
 OPT_OUT = ("LIGHTNING_MSPIPE_MALLOC", "default")
-_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+#: Environment variables through which the user sets glibc's allocator; any of them leaves it alone.
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 # glibc's mallopt parameter numbers (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _applied = False
@@ -46,7 +47,7 @@ def keep_freed_cpu_memory() -> bool:
     global _applied
     if _applied:
         return True
-    if os.environ.get(OPT_OUT[0]) == OPT_OUT[1] or any(name in os.environ for name in _USER_SETTINGS):
+    if os.environ.get(OPT_OUT[0]) == OPT_OUT[1] or any(name in os.environ for name in USER_SETTINGS):
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -54,4 +55,9 @@ def keep_freed_cpu_memory() -> bool:
     _applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+    return _applied
+
+
+def is_active() -> bool:
+    """Whether :func:`keep_freed_cpu_memory` raised the thresholds in this process (changes nothing)."""
     return _applied

@@ -32,7 +32,8 @@ needs_glibc = pytest.mark.skipif(
 
 
 def _probe(**env: str) -> tuple[bool, int]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("LIGHTNING_MSPIPE_MALLOC", "MALLOC_TRIM_THRESHOLD_")}
+    ignored = {allocator.OPT_OUT[0], *allocator.USER_SETTINGS}
+    clean = {k: v for k, v in os.environ.items() if k not in ignored}
     out = subprocess.run([sys.executable, "-c", _PROBE], env=clean | env, capture_output=True, text=True, check=True)
     applied, kept_mb = out.stdout.split()
     return applied == "True", int(kept_mb)
