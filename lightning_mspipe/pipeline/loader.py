@@ -182,15 +182,22 @@ class PipelinedLoader:
             self._shutdown()
 
     def _measure_and_decide(self, index: int, cap: int) -> Iterator[TemporalBatch]:
-        """``"auto"``: measure inline, then pipelined with the derived bound; keep the faster."""
+        """``"auto"``: measure inline, then pipelined with the derived bound, then inline again; keep the faster.
+
+        The second inline phase brackets the pipelined one, so one-time costs that the first
+        phase absorbed (the allocator growing, caches warming) do not count against inline.
+        """
         assert self.auto is not None
         length = self.auto.phase_length(len(self))
         first, index = index, (yield from self._inline_segment(index, min(index + length, cap)))
-        inline_period = self._period(first, index)
+        inline_periods = [self._period(first, index)]
         times = self.profile.stage_times(last=max(index - first - DISCARD, 1))
         self.gate.bound = self.auto.choose_bound(times)
         first, index = index, (yield from self._threaded_segment(index, min(index + length, cap)))
-        self.auto.decide(times, inline_period, self._period(first, index), index - first - DISCARD)
+        pipelined_period, pipelined_batches = self._period(first, index), index - first - DISCARD
+        first, index = index, (yield from self._inline_segment(index, min(index + length, cap)))
+        inline_periods.append(self._period(first, index))  # inf when the epoch ended first
+        self.auto.decide(times, min(inline_periods), pipelined_period, pipelined_batches)
         return index
 
     def _period(self, first: int, end: int) -> float:
@@ -223,6 +230,7 @@ class PipelinedLoader:
     def _inline_segment(self, index: int, end: int) -> Iterator[TemporalBatch]:
         """Stages 1–3 on demand in the main thread (the sequential baseline; staleness 0)."""
         self.threaded_now = False
+        self.writer.flush()  # after a pipelined segment its last writes may still run: inline reads fresh memory
         run = LaneRun()
         while index < end:
             batch = self._fetch(self._sample(index, run), run, gate=False)

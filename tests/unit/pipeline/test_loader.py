@@ -89,6 +89,32 @@ def test_the_auto_estimate_leaves_out_the_first_batch_of_the_phase(source, monke
     assert choice["sample"] < pipeline.profile.mean("sample")  # batch 0's 0.3 s is not in it
 
 
+def test_auto_brackets_the_pipelined_phase_with_two_inline_phases(source, monkeypatch):
+    # the whole first inline phase pays a warm-up cost (an allocator growing, caches filling) that later
+    # batches do not: compared with it alone, any pipeline would look faster
+    sample, length = source.sample, AutoBound(maximum=3).phase_length(len(source))
+    assert len(source) >= 3 * length
+
+    def warm_up(index):
+        if index < length:
+            time.sleep(0.05)
+        return sample(index)
+
+    monkeypatch.setattr(source, "sample", warm_up)
+    pipeline = PipelinedLoader(source, make_store(), max_staleness="auto", max_auto_staleness=3, timeout=30,
+                               max_batches=lambda: 3 * length)
+    modes, staleness = [], []
+    for batch in pipeline:
+        modes.append(pipeline.threaded_now)
+        staleness.append(batch.index - batch.memory.version)
+        pipeline.submit_write(batch.index, node_write())
+    pipeline.flush_writes()
+    assert modes == [False] * length + [True] * length + [False] * length
+    assert staleness[2 * length:] == [0] * length  # inline again: the pipelined phase's last writes were awaited
+    (choice,) = pipeline.choices
+    assert choice["inline_period"] < 0.05  # the second inline phase's period, not the warm-up's
+
+
 def checkpoint_after(source, bound, batches, **kwargs):
     """State of a pipeline with ``bound`` after training ``batches`` batches (exact mode), and its store."""
     pipeline = PipelinedLoader(source, make_store(), max_staleness=bound, mode="exact", timeout=30, **kwargs)
