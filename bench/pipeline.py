@@ -39,7 +39,9 @@ Run from the repository root, alone on the machine (a long run: use ``nice``)::
     python bench/pipeline.py --device cuda --tag gpu_H100     # part 3 (bench/gpu_suite.sh runs this)
     python bench/pipeline.py --quick                          # a smoke run: tiny sizes, records nothing
 
-Writes ``bench/results/pipeline_<tag>.json`` and ``.md`` (``--tag`` defaults to the device); the
+Writes ``bench/results/pipeline_<tag>.json`` and ``.md`` (``--tag`` defaults to the device); the ``.md``
+ends with the accuracy-at-staleness table of ``staleness_accuracy_<tag>.json`` when
+``bench/staleness_accuracy.py`` recorded one (timing-independent, so it is run separately). The
 runs live in ``bench/pipeline_runner.py``, the emulated links in ``bench/pipeline_links.py``, the
 report in ``bench/pipeline_report.py``. Not collected by pytest.
 """
@@ -47,6 +49,7 @@ report in ``bench/pipeline_report.py``. Not collected by pytest.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -66,6 +69,7 @@ from bench.pipeline_report import (
     git_state,
     regime_summary,
     render_markdown,
+    staleness_section,
     table,
     target_checks,
 )
@@ -182,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     real_part = "3" if cuda else "1"
+    staleness_name = f"staleness_accuracy_{tag}"
+    staleness_file = args.out / f"{staleness_name}.json"
+    staleness = staleness_section(json.loads(staleness_file.read_text()), staleness_name) \
+        if staleness_file.exists() else None
 
     def warm_up(model_name: str) -> float:
         """An untimed short sequential fit (one-time costs: allocator, lazy init); returns its τ4 in seconds."""
@@ -215,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
                 log.warning("NOT RECORDED: other processes took more than %.0f%% of the CPU during %s. "
                             "Run the benchmark alone on the machine.", 100 * args.refuse_share, ", ".join(disturbed))
             return
-        markdown = render_markdown(rows, emulation, config, cuda)
+        markdown = render_markdown(rows, emulation, config, cuda, staleness)
         if not final:
             markdown = markdown.replace("\n", "\n\n**Partial results: the run is still going or was interrupted.**\n", 1)
         paths = write_results(f"pipeline_{tag}", {"config": config, "rows": rows, "emulated": emulation}, markdown,

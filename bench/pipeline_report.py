@@ -9,6 +9,8 @@ from typing import Any
 
 from bench._common import REPO
 from bench.pipeline_runner import WINDOW
+from bench.staleness_accuracy import seeds_in, summary_table
+from bench.staleness_accuracy import target_checks as staleness_targets
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -182,8 +184,30 @@ def target_checks(rows: list[dict[str, Any]], emulation: list[dict[str, Any]]) -
     return out
 
 
+def staleness_section(recorded: dict[str, Any], name: str) -> list[str]:
+    """The accuracy-at-staleness table and its targets from ``bench/staleness_accuracy.py``'s results file
+    ``name`` (its JSON, ``recorded``), for the pipeline report."""
+    config = recorded["config"]
+    selected = "the epoch with the best validation AP" if config.get("select") == "best" else "the last epoch"
+    return [
+        "## Accuracy at bounded staleness",
+        "",
+        f"Not rerun by this benchmark: the table of `bench/staleness_accuracy.py` ([{name}.md]({name}.md), curves "
+        f"in [{name}_curves.png]({name}_curves.png)). TGN and JODIE, batch 200, dims 100, lr 1e-3, "
+        f"{config['epochs']} epochs, `exact` mode (batch j reads memory version max(0, j − s) whatever the "
+        f"timing), tested at {selected}, seeds "
+        f"{seeds_in(recorded['runs'])} (the `seeds` column: how many per row): test AP ×100, mean ± std over seeds.",
+        "",
+        *summary_table(recorded["runs"]),
+        "",
+        *staleness_targets(recorded["runs"]),
+        "",
+    ]
+
+
 def render_markdown(
-    rows: list[dict[str, Any]], emulation: list[dict[str, Any]], config: dict[str, Any], cuda: bool
+    rows: list[dict[str, Any]], emulation: list[dict[str, Any]], config: dict[str, Any], cuda: bool,
+    staleness: list[str] | None = None,
 ) -> str:
     lines = [
         f"# MSPipe pipeline vs sequential training ({'GPU, part 3' if cuda else 'CPU, parts 1 and 2'})",
@@ -246,6 +270,7 @@ def render_markdown(
                 )
         lines += ["", "Every run:", "", spread_table(part_rows), ""]
     lines += ["## Targets", "", *target_checks(rows, emulation), ""]
+    lines += staleness or []
     if not cuda:
         lines.append(
             "Part 3 (GPU) was not run here: no GPU in this session. Run `python bench/pipeline.py "
