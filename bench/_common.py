@@ -53,15 +53,19 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, out: Path |
     payload = {"machine": machine_info(), **payload}
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    machine = payload["machine"]
+    md_path.write_text(with_machine_header(markdown, payload["machine"]))
+    return json_path, md_path
+
+
+def with_machine_header(markdown: str, machine: dict[str, Any]) -> str:
+    """``markdown`` with a line on the machine (:func:`machine_info`) after its title."""
     header = (
-        f"Measured {machine['date']} on {machine['device']} ({machine['platform']}, {machine['cpu_model']}, "
+        f"Measured {machine['date']} on {machine['device']} ({machine['platform']}, {machine.get('cpu_model', '?')}, "
         f"{machine['cpu_count']} CPUs, "
         f"load average {', '.join(f'{x:.2f}' for x in machine['load_average'])}), torch {machine['torch']}, "
         f"lightning {machine['lightning']}.\n\n"
     )
-    md_path.write_text(markdown.split("\n", 1)[0] + "\n\n" + header + markdown.split("\n", 1)[1].lstrip("\n"))
-    return json_path, md_path
+    return markdown.split("\n", 1)[0] + "\n\n" + header + markdown.split("\n", 1)[1].lstrip("\n")
 
 
 # ---------------------------------------------------------------------------------------------- real data sets

@@ -38,6 +38,7 @@ Run from the repository root, alone on the machine (a long run: use ``nice``)::
     nice -n 5 python bench/pipeline.py                       # parts 1 and 2 on CPU
     python bench/pipeline.py --device cuda --tag gpu_H100     # part 3 (bench/gpu_suite.sh runs this)
     python bench/pipeline.py --quick                          # a smoke run: tiny sizes, records nothing
+    python bench/pipeline.py --rerender                       # the .md again from the .json, running nothing
 
 Writes ``bench/results/pipeline_<tag>.json`` and ``.md`` (``--tag`` defaults to the device); the ``.md``
 ends with the accuracy-at-staleness table of ``staleness_accuracy_<tag>.json`` when
@@ -61,7 +62,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DATASETS, RESULTS, machine_info, quiet_lightning, write_results
+from bench._common import DATASETS, RESULTS, machine_info, quiet_lightning, with_machine_header, write_results
 from bench.pipeline_links import regimes
 from bench.pipeline_report import (
     add_ratios,
@@ -126,6 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="part 1 records nothing when other processes took more than this CPU share in a kept run")
     parser.add_argument("--quiet-wait", type=float, default=300.0, help="longest wait for a quiet machine, s")
     parser.add_argument("--retries", type=int, default=2, help="redos of a run disturbed by other processes")
+    parser.add_argument("--rerender", action="store_true",
+                        help="run nothing: rewrite pipeline_<tag>.md from its recorded .json (after a report change)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tgn=seq,0,auto, 12 batches, 1 repeat, no test; prints, records nothing")
     parser.add_argument("--datasets", type=Path, default=DATASETS)
@@ -165,6 +168,18 @@ def measured_tau4(rows: list[dict[str, Any]], part: str, model: str) -> float | 
     return None if seq is None else seq["tau4_ms"] / 1e3
 
 
+def rerender(json_path: Path, cuda: bool, staleness: list[str] | None) -> None:
+    """Rewrite the ``.md`` beside ``json_path`` from its recorded rows with the current report code."""
+    if not json_path.exists():
+        raise SystemExit(f"bench/pipeline.py --rerender: {json_path} does not exist; run the benchmark first.")
+    recorded = json.loads(json_path.read_text())
+    rows = recorded["rows"]
+    add_ratios(rows)
+    markdown = render_markdown(rows, regime_summary(rows), recorded["config"], cuda, staleness)
+    json_path.with_suffix(".md").write_text(with_machine_header(markdown, recorded["machine"]))
+    print(f"rewrote {json_path.with_suffix('.md')}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cuda = args.device == "cuda"
@@ -172,6 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     plan_items = args.plan or (GPU_PLAN if cuda else CPU_PLAN)
     plan = parse_plan(plan_items)
     tag = args.tag or args.device
+
+    staleness_name = f"staleness_accuracy_{tag}"
+    staleness_file = args.out / f"{staleness_name}.json"
+    staleness = staleness_section(json.loads(staleness_file.read_text()), staleness_name) \
+        if staleness_file.exists() else None
+    if args.rerender:
+        rerender(args.out / f"pipeline_{tag}.json", cuda, staleness)
+        return
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_lightning()  # Lightning's hints (few workers, no validation, litlogger) are noise here
@@ -186,10 +209,6 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     real_part = "3" if cuda else "1"
-    staleness_name = f"staleness_accuracy_{tag}"
-    staleness_file = args.out / f"{staleness_name}.json"
-    staleness = staleness_section(json.loads(staleness_file.read_text()), staleness_name) \
-        if staleness_file.exists() else None
 
     def warm_up(model_name: str) -> float:
         """An untimed short sequential fit (one-time costs: allocator, lazy init); returns its τ4 in seconds."""

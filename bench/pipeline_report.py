@@ -8,6 +8,7 @@ import subprocess
 from typing import Any
 
 from bench._common import REPO
+from lightning_mspipe.pipeline.auto import AutoBound
 from bench.pipeline_runner import WINDOW
 from bench.staleness_accuracy import seeds_in, summary_table
 from bench.staleness_accuracy import target_checks as staleness_targets
@@ -31,6 +32,20 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             row[key] = None if base is None else row["events_per_s"] / base["events_per_s"]
             ratios = [x / b for x, b in zip(row.get("runs_events_per_s", []), (base or {}).get("runs_events_per_s", []))]
             row[f"{key}_paired"] = statistics.median(ratios) if ratios else None
+            row[f"{key}_paired_mean"] = statistics.fmean(ratios) if ratios else None
+            row[f"{key}_paired_se"] = statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else None
+
+
+def measurement_cost(row: dict[str, Any]) -> float | None:
+    """Share of an ``auto`` run that its measurement cost when it kept the stages inline: the pipelined
+    phase's extra seconds per batch over the inline period, times the phase's batches, over the run's
+    training time (``None`` when the run kept the pipeline, or made no choice)."""
+    choices = row.get("choices") or []
+    if not choices or choices[-1]["pipelined"] or "pipelined_period" not in choices[-1]:
+        return None
+    extra = max(0.0, choices[-1]["pipelined_period"] - choices[-1]["inline_period"])
+    phase = AutoBound(maximum=0).phase_length(row["batches"])
+    return extra * phase / (row["epochs"] * row["epoch_s"])
 
 
 def regime_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -149,9 +164,16 @@ def target_checks(rows: list[dict[str, Any]], emulation: list[dict[str, Any]]) -
             )
             ok = all(ratio >= 0.98 for _, ratio in refs)
             shown = ", ".join(f"{ratio:.3f}× {name}" for name, ratio in refs)
+            spread = ("" if auto.get("vs_seq_paired_se") is None else
+                      f"; mean of the per-round ratios {auto['vs_seq_paired_mean']:.3f} ± {auto['vs_seq_paired_se']:.3f} "
+                      "(standard error)")
+            cost = measurement_cost(auto)
+            kept_inline = "" if cost is None else (
+                f"; auto's pipelined measurement phase cost {cost:.2%} of the run")
             out.append(
                 f"- {model}: auto events/s ≥ 0.98× {' and '.join(n for n, _ in refs)} (median of the per-round "
-                f"ratios): {shown} ({auto['s']}; ratio of the median runs {auto['vs_seq']:.3f}× seq): {verdict(ok)}"
+                f"ratios): {shown} ({auto['s']}; ratio of the median runs {auto['vs_seq']:.3f}× seq{spread}"
+                f"{kept_inline}): {verdict(ok)}"
             )
         if auto is not None and s0 is not None and auto["test_ap"] is not None and s0["test_ap"] is not None:
             gap = 100 * (auto["test_ap"] - s0["test_ap"])
