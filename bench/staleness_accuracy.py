@@ -123,9 +123,21 @@ def _groups(runs: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str, int, 
     return {(g[0]["dataset"], g[0]["model"], g[0]["bound"], g[0]["mitigation"] or ""): g for g in runs.values()}
 
 
+def paired_delta(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> tuple[float, float, int]:
+    """Mean test AP of ``runs`` minus that of ``reference`` over the seeds both ran; the reference's standard
+    deviation over those seeds (0 for one seed); how many seeds (NaN, 0, 0 when they share none)."""
+    ours = {r["seed"]: r["test_ap"] for r in runs}
+    theirs = {r["seed"]: r["test_ap"] for r in reference}
+    common = sorted(ours.keys() & theirs.keys())
+    if not common:
+        return float("nan"), 0.0, 0
+    base, spread = mean_std([theirs[seed] for seed in common])
+    return mean_std([ours[seed] for seed in common])[0] - base, spread or 0.0, len(common)
+
+
 def summary_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """One markdown row per (data set, model, s, mitigation): test AP mean ± std over seeds, Δ against s = 0,
-    the last epoch's training loss and validation AP (means)."""
+    """One markdown row per (data set, model, s, mitigation): test AP mean ± std over seeds, Δ against s = 0
+    over the seeds both ran (:func:`paired_delta`), the last epoch's training loss and validation AP (means)."""
     groups = _groups(runs)
     lines = ["| data set | model | s | mitigation | test AP | Δ vs s=0 | seeds | last-epoch loss | last val AP |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -133,7 +145,10 @@ def summary_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         group = groups[dataset, model, bound, kind]
         ap = mean_std([r["test_ap"] for r in group])
         reference = groups.get((dataset, model, 0, ""))
-        delta = "—" if reference is None else f"{100 * (ap[0] - mean_std([r['test_ap'] for r in reference])[0]):+.2f}"
+        delta = "—"
+        if reference is not None:
+            shift, _, common = paired_delta(group, reference)
+            delta = f"{100 * shift:+.2f}" + ("" if common == len(group) == len(reference) else f" ({common} seeds)")
         std = "" if ap[1] is None else f" ± {100 * ap[1]:.2f}"
         loss = mean_std([r["loss"][-1] for r in group])[0]
         val = mean_std([r["val_ap"][-1] for r in group])[0] if group[0]["val_ap"] else float("nan")
@@ -150,14 +165,7 @@ def target_checks(runs: dict[str, list[dict[str, Any]]], tolerance: float = 0.00
     groups = _groups(runs)
 
     def compare(key: tuple[str, str, int, str], reference: tuple[str, str, int, str]) -> tuple[float, float, int]:
-        """Mean test AP of ``key`` minus that of ``reference`` over their common seeds; the reference's std; n."""
-        ours = {r["seed"]: r["test_ap"] for r in groups[key]}
-        theirs = {r["seed"]: r["test_ap"] for r in groups[reference]}
-        common = sorted(ours.keys() & theirs.keys())
-        if not common:
-            return float("nan"), 0.0, 0
-        base, spread = mean_std([theirs[seed] for seed in common])
-        return mean_std([ours[seed] for seed in common])[0] - base, spread or 0.0, len(common)
+        return paired_delta(groups[key], groups[reference])
 
     def verdict(ok: bool) -> str:
         return "MET" if ok else "MISSED"

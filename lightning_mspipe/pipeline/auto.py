@@ -69,7 +69,8 @@ class AutoBound:
 
         Args:
             times: Stage times of the inline phase (the bound was chosen from them).
-            inline_period, pipelined_period: Seconds per batch of each phase.
+            inline_period, pipelined_period: Seconds per batch of each mode (the loader passes the
+                faster of the two inline phases that bracket the pipelined one).
             pipelined_batches: Batches measured in the pipelined phase.
         """
         if pipelined_batches >= 2:

@@ -46,8 +46,8 @@ class PipelinedLoader:
 
     ``max_staleness="auto"`` first runs a phase of batches without the lanes to measure the
     stage times, lets :class:`~lightning_mspipe.pipeline.auto.AutoBound` pick ``s``, runs a
-    phase pipelined, and keeps whichever was faster (on a CPU the lanes and the step compete
-    for cores, so the pipeline can cost more than it hides). When the stage times drifted by
+    phase pipelined and one more inline, and keeps whichever was faster (on a CPU the lanes and
+    the step compete for cores, so the pipeline can cost more than it hides). When the stage times drifted by
     more than ``drift`` at an epoch start, it measures both again and chooses the bound and the
     mode anew.
 
