@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         for key, value in QUICK.items():
             setattr(args, key, value)
     cuda = args.device == "cuda"
-    if cuda and not torch.cuda.is_available():
+    if cuda and not args.rerender and not torch.cuda.is_available():
         raise SystemExit("bench/pipeline.py: --device cuda but torch sees no GPU.")
     if args.repeats is None:
         args.repeats = 1 if cuda else 3

@@ -8,10 +8,10 @@ import subprocess
 from typing import Any
 
 from bench._common import REPO
-from lightning_mspipe.pipeline.auto import AutoBound
 from bench.pipeline_runner import WINDOW
 from bench.staleness_accuracy import seeds_in, summary_table
 from bench.staleness_accuracy import target_checks as staleness_targets
+from lightning_mspipe.pipeline.auto import AutoBound
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
