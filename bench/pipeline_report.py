@@ -214,11 +214,13 @@ def staleness_section(recorded: dict[str, Any], name: str) -> list[str]:
     return [
         "## Accuracy at bounded staleness",
         "",
-        f"Not rerun by this benchmark: the table of `bench/staleness_accuracy.py` ([{name}.md]({name}.md), curves "
-        f"in [{name}_curves.png]({name}_curves.png)). TGN and JODIE, batch 200, dims 100, lr 1e-3, "
-        f"{config['epochs']} epochs, `exact` mode (batch j reads memory version max(0, j − s) whatever the "
-        f"timing), tested at {selected}, seeds "
-        f"{seeds_in(recorded['runs'])} (the `seeds` column: how many per row): test AP ×100, mean ± std over seeds.",
+        (
+            f"Not rerun by this benchmark: the table of `bench/staleness_accuracy.py` ([{name}.md]({name}.md), "
+            f"curves in [{name}_curves.png]({name}_curves.png)). TGN and JODIE, batch 200, dims 100, lr 1e-3, "
+            f"{config['epochs']} epochs, `exact` mode (batch j reads memory version max(0, j − s) whatever the "
+            f"timing), tested at {selected}, seeds {seeds_in(recorded['runs'])} (the `seeds` column: how many "
+            "per row): test AP ×100, mean ± std over seeds."
+        ),
         "",
         *summary_table(recorded["runs"]),
         "",

@@ -164,9 +164,6 @@ def target_checks(runs: dict[str, list[dict[str, Any]]], tolerance: float = 0.00
     both rows ran (rows may have different seeds), named with their count."""
     groups = _groups(runs)
 
-    def compare(key: tuple[str, str, int, str], reference: tuple[str, str, int, str]) -> tuple[float, float, int]:
-        return paired_delta(groups[key], groups[reference])
-
     def verdict(ok: bool) -> str:
         return "MET" if ok else "MISSED"
 
@@ -175,11 +172,11 @@ def target_checks(runs: dict[str, list[dict[str, Any]]], tolerance: float = 0.00
         key, plain, sync = (dataset, model, bound, kind), (dataset, model, bound, ""), (dataset, model, 0, "")
         name = f"- {dataset}/{model} s={bound}" + (f" {kind}" if kind else "")
         if 1 <= bound <= 3 and sync in groups:
-            delta, _, n = compare(key, sync)
+            delta, _, n = paired_delta(groups[key], groups[sync])
             lines.append(f"{name}: Δ {100 * delta:+.2f} points vs s=0 over {n} seeds "
                          f"(loses at most {100 * tolerance:.1f}): {verdict(delta >= -tolerance)}")
         if kind and plain in groups:
-            delta, spread, n = compare(key, plain)
+            delta, spread, n = paired_delta(groups[key], groups[plain])
             lines.append(f"{name}: {100 * delta:+.2f} points vs unmitigated over {n} seeds "
                          f"(never below −{100 * spread:.2f}, the seeds' spread): {verdict(delta >= -spread)}")
             if bound == 4:

@@ -63,7 +63,8 @@ class AutoBound:
         self.bound = auto_staleness(times, self.maximum)
         return self.bound
 
-    def decide(self, times: StageTimes, inline_period: float, pipelined_period: float, pipelined_batches: int) -> None:
+    def decide(self, times: StageTimes, inline_period: float, pipelined_period: float, pipelined_batches: int,
+               inline_phases: tuple[float, ...] = ()) -> None:
         """Keep the pipeline if it was faster by more than ``margin``; decide only once at least 2
         pipelined batches were measured.
 
@@ -72,12 +73,14 @@ class AutoBound:
             inline_period, pipelined_period: Seconds per batch of each mode (the loader passes the
                 faster of the two inline phases that bracket the pipelined one).
             pipelined_batches: Batches measured in the pipelined phase.
+            inline_phases: The period of each inline phase ``inline_period`` came from (recorded with the choice).
         """
         if pipelined_batches >= 2:
             self.pipelined = pipelined_period < inline_period * (1.0 - self.margin)
             self.decided = True
             self._reference = None  # the next epoch start takes the chosen mode's times as the reference
-        self._record(times, inline_period=inline_period, pipelined_period=pipelined_period)
+        extra = {"inline_phase_periods": list(inline_phases)} if inline_phases else {}
+        self._record(times, inline_period=inline_period, pipelined_period=pipelined_period, **extra)
 
     def reestimate(self, times: StageTimes) -> bool:
         """At an epoch start, with the last epoch's stage ``times``: the first time after a choice, keep

@@ -47,9 +47,9 @@ class PipelinedLoader:
     ``max_staleness="auto"`` first runs a phase of batches without the lanes to measure the
     stage times, lets :class:`~lightning_mspipe.pipeline.auto.AutoBound` pick ``s``, runs a
     phase pipelined and one more inline, and keeps whichever was faster (on a CPU the lanes and
-    the step compete for cores, so the pipeline can cost more than it hides). When the stage times drifted by
-    more than ``drift`` at an epoch start, it measures both again and chooses the bound and the
-    mode anew.
+    the step compete for cores, so the pipeline can cost more than it hides). When the stage
+    times drifted by more than ``drift`` at an epoch start, it measures both again and chooses
+    the bound and the mode anew.
 
     The wrapper is sized and stateful, so Lightning's loop, progress bar and checkpointing work
     unchanged; its state holds the in-flight batches whose memory snapshot predates a
@@ -197,7 +197,8 @@ class PipelinedLoader:
         pipelined_period, pipelined_batches = self._period(first, index), index - first - DISCARD
         first, index = index, (yield from self._inline_segment(index, min(index + length, cap)))
         inline_periods.append(self._period(first, index))  # inf when the epoch ended first
-        self.auto.decide(times, min(inline_periods), pipelined_period, pipelined_batches)
+        measured = tuple(period for period in inline_periods if period != float("inf"))
+        self.auto.decide(times, min(inline_periods), pipelined_period, pipelined_batches, inline_phases=measured)
         return index
 
     def _period(self, first: int, end: int) -> float:
